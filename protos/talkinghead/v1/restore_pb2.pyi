@@ -1,0 +1,32 @@
+from talkinghead.v1 import frames_pb2 as _frames_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RestoreConfig(_message.Message):
+    __slots__ = ("weight", "only_center_face")
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ONLY_CENTER_FACE_FIELD_NUMBER: _ClassVar[int]
+    weight: float
+    only_center_face: bool
+    def __init__(self, weight: _Optional[float] = ..., only_center_face: _Optional[bool] = ...) -> None: ...
+
+class RestoreRequest(_message.Message):
+    __slots__ = ("config", "frames")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    config: RestoreConfig
+    frames: _containers.RepeatedCompositeFieldContainer[_frames_pb2.Frame]
+    def __init__(self, config: _Optional[_Union[RestoreConfig, _Mapping]] = ..., frames: _Optional[_Iterable[_Union[_frames_pb2.Frame, _Mapping]]] = ...) -> None: ...
+
+class RestoreResponse(_message.Message):
+    __slots__ = ("frames", "engine")
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedCompositeFieldContainer[_frames_pb2.Frame]
+    engine: _frames_pb2.EngineInfo
+    def __init__(self, frames: _Optional[_Iterable[_Union[_frames_pb2.Frame, _Mapping]]] = ..., engine: _Optional[_Union[_frames_pb2.EngineInfo, _Mapping]] = ...) -> None: ...
