@@ -1,1 +1,383 @@
-def main(): print("hi")
+"""``talkinghead``: serve the models, run workers, render and submit jobs, call one stage.
+
+  talkinghead demo                       render the bundled example to out/demo.mp4
+  talkinghead serve motion|lipsync|restore --port P [--engine auto|lite|…] [--device …]
+  talkinghead worker                     a Celery worker (broker from TALKINGHEAD_BROKER_URL)
+  talkinghead render --face F --audio A --card C --out O
+  talkinghead submit --face F --audio A --card C --out O [--wait]
+  talkinghead status JOB
+  talkinghead call motion|lipsync|restore …   one stage, directly over gRPC
+  talkinghead templates                  the bundled driving templates
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+DEMO_ASSETS = "talkinghead.assets.demo"
+
+
+class CliError(Exception):
+    """Shown to the user as 'error: …' with a non-zero exit."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT):
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------- serve / worker
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from talkinghead.services.common.logs import configure_logging
+    from talkinghead.services.common.server import ServerSettings
+
+    configure_logging(f"{args.stage}-server")
+    port = args.port or {"motion": 50051, "lipsync": 50052, "restore": 50053}[args.stage]
+    settings = ServerSettings(
+        stage=args.stage,
+        host=args.host,
+        port=port,
+        metrics_port=port + 1000 if args.metrics_port is None else args.metrics_port,
+        engine=args.engine,
+        device=args.device,
+        weights_dir=Path(args.weights) if args.weights else None,
+        max_message_bytes=args.max_message_mb * 1024 * 1024,
+        max_streams=args.max_streams,
+        grace_seconds=args.grace,
+        batch_size=args.batch_size,
+    )
+    if args.stage == "motion":
+        from talkinghead.services.motion.server import build_server
+
+        server = build_server(settings, [Path(d) for d in args.templates_dir])
+    elif args.stage == "lipsync":
+        from talkinghead.services.lipsync.server import build_server
+
+        server = build_server(settings)
+    else:
+        from talkinghead.services.restore.server import build_server
+
+        server = build_server(settings)
+    server.run_until_signalled()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    for flag, env in (
+        (args.motion, "TALKINGHEAD_MOTION_TARGET"),
+        (args.lipsync, "TALKINGHEAD_LIPSYNC_TARGET"),
+        (args.restore, "TALKINGHEAD_RESTORE_TARGETS"),
+    ):
+        if flag:
+            os.environ[env] = flag
+    from talkinghead.orchestrator.celery_app import app, is_embedded
+    from talkinghead.services.common.logs import configure_logging
+
+    configure_logging("worker")
+    argv = [
+        "worker", f"--loglevel={args.loglevel}", f"--concurrency={args.concurrency}",
+        f"--pool={args.pool}", "--hostname", args.hostname,
+    ]
+    if is_embedded():  # the filesystem transport has no broadcast: no gossip/mingle/heartbeat
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    app.worker_main(argv)
+    return 0
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def load_card(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CliError(f"card file {str(path)!r} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise CliError(f"card file {str(path)!r} is not valid JSON: {exc}") from None
+
+
+def spec_from_args(args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    from talkinghead.orchestrator.jobspec import JobSpec
+    from talkinghead.orchestrator.tasks import describe_validation_error
+
+    raw = {
+        "face": str(Path(args.face).resolve()),
+        "audio": str(Path(args.audio).resolve()),
+        "card": load_card(args.card),
+        "output": str(Path(args.out).resolve()),
+        "template": args.template,
+        "options": {"fps": args.fps, "restore": not args.no_restore},
+    }
+    if args.logo:
+        raw["logo"] = str(Path(args.logo).resolve())
+    if getattr(args, "job_id", None):
+        raw["job_id"] = args.job_id
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise CliError(describe_validation_error(exc)) from None
+
+
+def print_result(result: dict) -> None:
+    from rich.console import Console
+
+    console = Console()
+    console.print(f"[bold green]wrote[/] {result['output']}  "
+                  f"({result['duration_s']:.2f} s, {result['frames']} frames @ {result['fps']:g} fps)")
+    stages = result.get("stage_seconds", {})
+    console.print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()),
+                  highlight=False)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Render in this process against running servers, or servers it starts itself."""
+    from talkinghead.local_stack import LocalStack
+    from talkinghead.orchestrator.pipeline import render_video
+    from talkinghead.orchestrator.progress import JobProgress
+    from talkinghead.orchestrator.stage_clients import StageTargets
+    from talkinghead.progress_view import StageProgressView
+    from talkinghead.services.common.logs import configure_logging
+
+    configure_logging("cli", fmt="plain", level="WARNING")
+    spec = spec_from_args(args)
+    stack = None
+    if args.motion and args.lipsync and args.restore:
+        targets = StageTargets(args.motion, args.lipsync, tuple(args.restore.split(",")))
+    elif args.motion or args.lipsync or args.restore:
+        raise CliError("name all of --motion, --lipsync and --restore, or none (to start them here)")
+    else:
+        stack = LocalStack(Path(args.out).resolve().parent / "logs", engine=args.engine)
+        print(f"starting local {args.engine} servers (logs in {stack.log_dir})", file=sys.stderr)
+        stack.start()
+        targets = stack.targets
+    try:
+        with StageProgressView(title=spec.job_id) as view:
+            result = render_video(spec, targets, JobProgress(spec.job_id, view.update, 0.2))
+    finally:
+        if stack:
+            stack.stop()
+    print_result(result.to_dict())
+    return 0
+
+
+def follow(task_id: str, poll: float = 0.3, timeout: float | None = None) -> dict:
+    """Show a job's progress until it ends; its result, or CliError with its reason."""
+    from celery.result import AsyncResult
+
+    from talkinghead.orchestrator.celery_app import app
+    from talkinghead.progress_view import StageProgressView
+
+    result = AsyncResult(task_id, app=app)
+    started = time.monotonic()
+    with StageProgressView(title=task_id) as view:
+        while True:
+            state = result.state
+            if state == "PROGRESS":
+                view.update(result.info)
+            elif state == "SUCCESS":
+                return result.result
+            elif state in ("FAILURE", "REVOKED"):
+                raise CliError(f"job {task_id} failed: {result.result}", EXIT_FAILED)
+            if timeout and time.monotonic() - started > timeout:
+                raise CliError(f"job {task_id} still {state} after {timeout:g}s", EXIT_FAILED)
+            time.sleep(poll)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from talkinghead.orchestrator.tasks import render
+
+    spec = spec_from_args(args)
+    render.apply_async(args=[spec.model_dump(mode="json")], task_id=spec.job_id)
+    print(spec.job_id)
+    if args.wait:
+        print_result(follow(spec.job_id))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from celery.result import AsyncResult
+
+    from talkinghead.orchestrator.celery_app import app
+
+    result = AsyncResult(args.job, app=app)
+    payload = {"job": args.job, "state": result.state}
+    if result.state == "FAILURE":
+        payload["error"] = str(result.result)
+    elif result.info is not None:
+        payload["info"] = result.info if isinstance(result.info, dict) else str(result.info)
+    print(json.dumps(payload, indent=2, default=str))
+    return EXIT_FAILED if result.state == "FAILURE" else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Three servers and a worker on the embedded broker; the bundled example, end to end."""
+    out = Path(args.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state_dir = out.parent / ".demo-state"
+    # The demo always uses the embedded default, whatever the shell has configured.
+    os.environ.pop("TALKINGHEAD_BROKER_URL", None)
+    os.environ.pop("TALKINGHEAD_RESULT_BACKEND", None)
+    os.environ["TALKINGHEAD_STATE_DIR"] = str(state_dir)
+    from talkinghead.local_stack import LocalStack
+    from talkinghead.services.common.logs import configure_logging
+
+    configure_logging("cli", fmt="plain", level="WARNING")
+    assets = resources.files(DEMO_ASSETS)
+    args.face = args.face or str(assets / "face.jpg")
+    args.audio = args.audio or str(assets / "speech.wav")
+    args.card = args.card or str(assets / "card.json")
+    args.template, args.logo, args.no_restore, args.job_id = "talking", None, False, None
+    spec = spec_from_args(args)
+    stack = LocalStack(out.parent / "logs", engine=args.engine, with_worker=True,
+                       worker_env={"TALKINGHEAD_STATE_DIR": str(state_dir)})
+    print(f"starting motion, lipsync, restore servers ({args.engine}) and a worker; "
+          f"logs in {stack.log_dir}", file=sys.stderr)
+    with stack:
+        from talkinghead.orchestrator.tasks import render
+
+        render.apply_async(args=[spec.model_dump(mode="json")], task_id=spec.job_id)
+        print(f"submitted job {spec.job_id}", file=sys.stderr)
+        result = follow(spec.job_id, timeout=args.timeout)
+    print_result(result)
+    return 0
+
+
+def cmd_templates(args: argparse.Namespace) -> int:
+    from talkinghead.services.motion.template import bundled_template_names, load_template
+
+    for name in bundled_template_names():
+        t = load_template(name)
+        print(f"{name}\t{t.n_frames} frames\t{t.fps:g} fps\t{t.duration:.2f} s")
+    return 0
+
+
+# ---------------------------------------------------------------- call one stage
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from talkinghead import stage_calls
+
+    return stage_calls.run(args)
+
+
+# ---------------------------------------------------------------- parser
+
+
+def add_job_inputs(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--face", required=required, help="face photo (JPEG, PNG, …)")
+    p.add_argument("--audio", required=required, help="speech (any format ffmpeg reads)")
+    p.add_argument("--card", required=required, help="job card JSON: title, company, "
+                   "location, skills[, ticker, channel_name]")
+    p.add_argument("--template", default="talking", help="driving template name or .npz path")
+    p.add_argument("--logo", help="logo image for the corner (default: the channel name)")
+    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--no-restore", action="store_true", help="skip the restore stage")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="talkinghead", description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n".join(__doc__.splitlines()[1:]),
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run one warm model server")
+    p.add_argument("stage", choices=["motion", "lipsync", "restore"])
+    p.add_argument("--port", type=int, default=0, help="default 50051/50052/50053")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="Prometheus /metrics port (default port+1000; 0 disables)")
+    p.add_argument("--engine", default="auto",
+                   help="auto | lite | liveportrait (motion) | wav2lip (lipsync) | gfpgan (restore)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--weights", help="weights directory (official file layout)")
+    p.add_argument("--max-streams", type=int, default=4,
+                   help="concurrent streams; more get RESOURCE_EXHAUSTED")
+    p.add_argument("--max-message-mb", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--grace", type=float, default=30.0, help="drain seconds on SIGTERM")
+    p.add_argument("--templates-dir", action="append", default=[],
+                   help="(motion) extra folder of .npz templates")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run a Celery worker that renders jobs")
+    p.add_argument("--motion", help="motion server host:port (or TALKINGHEAD_MOTION_TARGET)")
+    p.add_argument("--lipsync", help="lipsync server host:port (or TALKINGHEAD_LIPSYNC_TARGET)")
+    p.add_argument("--restore", help="restore servers, comma-separated (or TALKINGHEAD_RESTORE_TARGETS)")
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
+    p.add_argument("--loglevel", default="INFO")
+    p.add_argument("--hostname", default="talkinghead@%h")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("render", help="render one video in this process")
+    add_job_inputs(p)
+    p.add_argument("--out", required=True, help="output .mp4")
+    p.add_argument("--motion", help="motion server host:port")
+    p.add_argument("--lipsync", help="lipsync server host:port")
+    p.add_argument("--restore", help="restore servers, comma-separated")
+    p.add_argument("--engine", default="lite", help="engine for servers started here")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("submit", help="submit a render job to the Celery broker")
+    add_job_inputs(p)
+    p.add_argument("--out", required=True, help="output .mp4 (on the worker's file system)")
+    p.add_argument("--job-id", help="default: a random id")
+    p.add_argument("--wait", action="store_true", help="follow progress until done")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="state, progress or result of a submitted job")
+    p.add_argument("job")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("demo", help="render the bundled example end to end")
+    add_job_inputs(p, required=False)
+    p.add_argument("--out", default="out/demo.mp4")
+    p.add_argument("--engine", default="lite")
+    p.add_argument("--timeout", type=float, default=1800.0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("templates", help="list the bundled driving templates")
+    p.set_defaults(func=cmd_templates)
+
+    from talkinghead.stage_calls import add_call_parser
+
+    add_call_parser(sub, cmd_call)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from talkinghead.orchestrator.stage_clients import StageFailed, StageUnavailable
+    from talkinghead.services.common.errors import InputError
+
+    try:
+        return args.func(args) or 0
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (StageFailed, StageUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT if getattr(exc, "code", None) and exc.code.name in (
+            "INVALID_ARGUMENT", "NOT_FOUND") else EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

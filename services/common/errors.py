@@ -20,3 +20,7 @@ class NoFaceError(InputError):
 
 class WeightsError(RuntimeError):
     """Weights are missing or do not match the network: FAILED_PRECONDITION."""
+
+
+class NotFoundError(InputError):
+    """The caller named something this server does not have (e.g. a template): NOT_FOUND."""

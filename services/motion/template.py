@@ -14,8 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-
-from talkinghead.services.common.errors import InputError
+from talkinghead.services.common.errors import InputError, NotFoundError
 
 BUNDLED_TEMPLATES = "talkinghead.assets.templates"
 MAX_TEMPLATE_FRAMES = 10_000
@@ -121,7 +120,7 @@ def load_template(name_or_path: str, extra_dirs: list[Path] | None = None) -> Mo
         data = resources.files(BUNDLED_TEMPLATES).joinpath(f"{name_or_path}.npz").read_bytes()
         return template_from_npz(data, name=name_or_path)
     known = ", ".join(bundled_template_names())
-    raise InputError(f"unknown template {name_or_path!r} (known: {known}; or give a .npz path)")
+    raise NotFoundError(f"unknown template {name_or_path!r} (known: {known}; or give a .npz path)")
 
 
 def rotation_to_euler_degrees(R: np.ndarray) -> tuple[float, float, float]:

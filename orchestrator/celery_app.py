@@ -1,0 +1,67 @@
+"""The Celery application: Redis in production, an embedded default that needs no server.
+
+Broker and result backend come from ``TALKINGHEAD_BROKER_URL`` and
+``TALKINGHEAD_RESULT_BACKEND`` (e.g. ``redis://host:6379/0``). With neither set, both live
+in a folder on disk (kombu's filesystem transport and Celery's file result backend), so
+the demo and a single machine need nothing running. That folder is
+``TALKINGHEAD_STATE_DIR`` (default ``~/.cache/talkinghead/celery``); producer and worker
+must share it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from celery import Celery
+
+
+def embedded_state_dir() -> Path:
+    default = Path.home() / ".cache" / "talkinghead" / "celery"
+    return Path(os.environ.get("TALKINGHEAD_STATE_DIR", default))
+
+
+def is_embedded() -> bool:
+    return not (
+        os.environ.get("TALKINGHEAD_BROKER_URL") or os.environ.get("TALKINGHEAD_RESULT_BACKEND")
+    )
+
+
+def make_app() -> Celery:
+    broker = os.environ.get("TALKINGHEAD_BROKER_URL")
+    backend = os.environ.get("TALKINGHEAD_RESULT_BACKEND")
+    transport_options: dict = {}
+    if is_embedded():
+        state = embedded_state_dir()
+        queue_dir, results_dir = state / "queue", state / "results"
+        for folder in (queue_dir, results_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        broker = "filesystem://"
+        backend = f"file://{results_dir}"
+        transport_options = {
+            "data_folder_in": str(queue_dir),
+            "data_folder_out": str(queue_dir),
+            "store_processed": False,
+        }
+    elif broker and not backend:
+        backend = broker if broker.startswith(("redis://", "rediss://")) else None
+    app = Celery("talkinghead", broker=broker, backend=backend)
+    app.conf.update(
+        broker_transport_options=transport_options,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],  # never pickle: task arguments come from other systems
+        task_track_started=True,
+        result_extended=True,
+        worker_prefetch_multiplier=1,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        result_expires=7 * 24 * 3600,
+    )
+    app.conf.include = ["talkinghead.orchestrator.tasks"]
+    return app
+
+
+app = make_app()

@@ -1,0 +1,102 @@
+"""The job a content system submits: what to render, from what, to where.
+
+Validated twice on purpose: the schema (pydantic) when the task is received, and the files
+themselves (``check_inputs``) before any model is called, so that a bad job fails in
+milliseconds with a reason and nothing half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import cv2
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from talkinghead.services.common.audio import DEFAULT_MAX_AUDIO_SECONDS, decode_audio_file
+from talkinghead.services.common.errors import InputError
+from talkinghead.services.motion.template import load_template
+
+MAX_FACE_PIXELS = 40_000_000
+
+
+class JobCard(BaseModel):
+    """The job advert shown on the right of the frame."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    title: str = Field(min_length=1, max_length=200)
+    company: str = Field(min_length=1, max_length=200)
+    location: str = Field(min_length=1, max_length=200)
+    skills: list[str] = Field(min_length=1, max_length=30)
+    ticker: str | None = Field(default=None, max_length=2000)
+    channel_name: str | None = Field(default=None, max_length=60)
+
+    @field_validator("skills")
+    @classmethod
+    def _skills_not_blank(cls, skills: list[str]) -> list[str]:
+        cleaned = [s.strip() for s in skills if s.strip()]
+        if not cleaned:
+            raise ValueError("at least one non-empty skill is required")
+        return cleaned
+
+
+class RenderOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fps: float = Field(default=25.0, ge=10, le=60)
+    restore: bool = True
+    restore_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    expression_multiplier: float = Field(default=1.0, ge=0.0, le=3.0)
+    relative_motion: bool = True
+    max_side: int = Field(default=1024, ge=128, le=4096)
+    crf: int = Field(default=20, ge=0, le=51)
+    preset: str = "veryfast"
+    restore_chunk_frames: int = Field(default=16, ge=1, le=256)
+
+
+class JobSpec(BaseModel):
+    """Everything one render needs. Paths are on the worker's file system."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    face: Path
+    audio: Path
+    card: JobCard
+    output: Path
+    template: str = "talking"
+    logo: Path | None = None
+    options: RenderOptions = Field(default_factory=RenderOptions)
+    job_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+
+def check_inputs(spec: JobSpec, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS):
+    """Open every input once and refuse the job early, naming the problem.
+
+    Returns the decoded audio (16 kHz mono float32) so it is not decoded twice.
+    """
+    face = Path(spec.face)
+    if not face.is_file():
+        raise InputError(f"face image {str(face)!r} does not exist")
+    image = cv2.imread(str(face), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise InputError(f"face image {face.name!r} is not a decodable image")
+    if image.shape[0] * image.shape[1] > MAX_FACE_PIXELS:
+        raise InputError(f"face image {face.name!r} exceeds {MAX_FACE_PIXELS} pixels")
+    if spec.logo is not None and cv2.imread(str(spec.logo)) is None:
+        raise InputError(f"logo {str(spec.logo)!r} is missing or not a decodable image")
+    load_template(spec.template)
+    check_output_path(Path(spec.output))
+    return decode_audio_file(Path(spec.audio), max_audio_seconds)
+
+
+def check_output_path(output: Path) -> None:
+    if output.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+        raise InputError(f"output {str(output)!r} must end in .mp4 (H.264 + AAC in MP4)")
+    if output.is_dir():
+        raise InputError(f"output {str(output)!r} is a directory")
+    folder = output.parent
+    if not folder.is_dir():
+        raise InputError(f"output folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"output folder {str(folder)!r} is not writable")

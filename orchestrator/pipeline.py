@@ -1,0 +1,188 @@
+"""One render, stage by stage: the order a frame travels in.
+
+  1. check the inputs (files decode, audio within limits, template known, output writable)
+  2. motion:  photo + template → motion clip (about 5 s, with face geometry per frame)
+  3. loop:    ping-pong schedule of clip frames covering the audio
+  4. lipsync: scheduled frames + audio → mouth in sync       ┐ streamed: the stages
+  5. restore: fanned out over every replica, order kept       │ overlap, frames never
+  6. compose: news frame per frame → H.264 + AAC, atomic      ┘ wait for a whole stage
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from talkinghead.compositor import NewsFrameRenderer, NewsLayout, NewsScene, VideoEncoder
+from talkinghead.orchestrator.jobspec import JobSpec, check_inputs
+from talkinghead.orchestrator.progress import JobProgress
+from talkinghead.orchestrator.restore_fanout import RestoreFanout
+from talkinghead.orchestrator.schedule import output_frame_count, pingpong_schedule
+from talkinghead.orchestrator.stage_clients import (
+    LipSyncClient,
+    MotionClient,
+    StageTargets,
+    open_channel,
+    wait_for_serving,
+)
+from talkinghead.services.common.audio import SAMPLE_RATE
+from talkinghead.services.common.frames import VideoFrame
+from talkinghead.services.common.logs import job_context
+from talkinghead.services.motion.options import MotionOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RenderResult:
+    job_id: str
+    output: str
+    duration_s: float
+    frames: int
+    fps: float
+    clip_frames: int
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    engines: dict[str, str] = field(default_factory=dict)
+    restore_chunks: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _counted(frames: Iterable[VideoFrame], progress: JobProgress, stage: str,
+             marks: dict[str, float], t0: float) -> Iterator[VideoFrame]:
+    for frame in frames:
+        progress.advance(stage)
+        marks[stage] = time.perf_counter() - t0
+        yield frame
+
+
+def wait_for_stages(targets: StageTargets, timeout: float) -> None:
+    for stage, target in (
+        ("motion", targets.motion),
+        ("lipsync", targets.lipsync),
+        *(("restore", t) for t in targets.restore),
+    ):
+        channel = open_channel(target)
+        try:
+            wait_for_serving(channel, stage, target, timeout)
+        finally:
+            channel.close()
+
+
+def render_video(
+    spec: JobSpec,
+    targets: StageTargets,
+    progress: JobProgress | None = None,
+    serving_timeout: float = 120.0,
+) -> RenderResult:
+    """Render ``spec`` through the model servers at ``targets``; returns what was made."""
+    progress = progress or JobProgress(spec.job_id)
+    opts = spec.options
+    seconds: dict[str, float] = {}
+    with job_context(spec.job_id, "orchestrator"):
+        t0 = time.perf_counter()
+        progress.start("validate", 1)
+        audio = check_inputs(spec)
+        audio_seconds = len(audio) / SAMPLE_RATE
+        n_out = output_frame_count(audio_seconds, opts.fps)
+        progress.finish("validate")
+        wait_for_stages(targets, serving_timeout)
+        seconds["validate"] = time.perf_counter() - t0
+
+        # 2. motion clip
+        t = time.perf_counter()
+        motion = MotionClient(targets.motion, spec.job_id)
+        progress.start("motion", 0)
+        try:
+            clip, header = motion.animate(
+                Path(spec.face).read_bytes(),
+                spec.template,
+                MotionOptions(
+                    fps=opts.fps,
+                    max_side=opts.max_side,
+                    relative_motion=opts.relative_motion,
+                    expression_multiplier=opts.expression_multiplier,
+                ),
+                on_frame=lambda done, total: (
+                    progress.set_total("motion", total), progress.advance("motion", 0)
+                ),
+            )
+        finally:
+            motion.close()
+        progress.set_total("motion", len(clip))
+        progress.finish("motion")
+        seconds["motion"] = time.perf_counter() - t
+        log.info("motion clip: %d frames in %.2fs", len(clip), seconds["motion"])
+
+        # 3. the loop, as indices
+        schedule = pingpong_schedule(len(clip), n_out)
+        scheduled = (
+            VideoFrame(index=i, image=clip[k].image, face=clip[k].face)
+            for i, k in enumerate(schedule)
+        )
+
+        # 4-6. streamed stages
+        for stage in ("lipsync", "restore", "compose"):
+            progress.set_total(stage, n_out if (stage != "restore" or opts.restore) else 0)
+        t = time.perf_counter()
+        marks: dict[str, float] = {}
+        lipsync = LipSyncClient(targets.lipsync, spec.job_id)
+        fanout = None
+        try:
+            frames: Iterable[VideoFrame] = _counted(
+                lipsync.sync(scheduled, audio, opts.fps), progress, "lipsync", marks, t
+            )
+            if opts.restore:
+                fanout = RestoreFanout(
+                    targets.restore, spec.job_id, opts.restore_chunk_frames, opts.restore_weight
+                )
+                frames = _counted(fanout.restore(frames), progress, "restore", marks, t)
+            scene = NewsScene(
+                title=spec.card.title,
+                company=spec.card.company,
+                location=spec.card.location,
+                skills=list(spec.card.skills),
+                channel_name=spec.card.channel_name or "TALKINGHEAD NEWS",
+                logo_path=Path(spec.logo) if spec.logo else None,
+                ticker_text=spec.card.ticker,
+            )
+            renderer = NewsFrameRenderer(scene, NewsLayout(), opts.fps)
+            if clip[0].face is not None:
+                renderer.lock_crop(clip[0].image.shape, clip[0].face.box)
+            written = 0
+            with VideoEncoder(
+                Path(spec.output), opts.fps, audio_path=Path(spec.audio),
+                crf=opts.crf, preset=opts.preset,
+            ) as encoder:
+                for frame in frames:
+                    if frame.index != written:
+                        raise RuntimeError(f"frame order broken: got {frame.index}, want {written}")
+                    encoder.write(renderer.render(frame.image, frame.index))
+                    written += 1
+                    progress.advance("compose")
+                    marks["compose"] = time.perf_counter() - t
+                if written != n_out:
+                    raise RuntimeError(f"pipeline produced {written} of {n_out} frames")
+        finally:
+            lipsync.close()
+        progress.finish("compose")
+        seconds.update({f"{k}_done_at": round(v, 3) for k, v in marks.items()})
+        seconds["stream"] = time.perf_counter() - t
+        seconds["total"] = time.perf_counter() - t0
+        result = RenderResult(
+            job_id=spec.job_id,
+            output=str(spec.output),
+            duration_s=n_out / opts.fps,
+            frames=n_out,
+            fps=opts.fps,
+            clip_frames=len(clip),
+            stage_seconds={k: round(v, 3) for k, v in seconds.items()},
+            engines={"motion": header.engine.name},
+            restore_chunks=dict(fanout.chunks_per_target) if fanout else {},
+        )
+        log.info("rendered %s: %d frames in %.2fs", spec.output, n_out, seconds["total"])
+        return result

@@ -1,0 +1,250 @@
+"""Bootstrap shared by the three model servers.
+
+Every server here behaves the same way, whatever its model:
+  * it binds (127.0.0.1 unless told otherwise) and answers health checks at once, but
+    says NOT_SERVING, and refuses work with UNAVAILABLE, until its engine is loaded and
+    warmed up: clients wait for SERVING instead of failing;
+  * standard health service and server reflection (so ``grpcurl list`` works);
+  * Prometheus metrics on a side port;
+  * explicit message-size limits and a limit on concurrent streams (RESOURCE_EXHAUSTED
+    beyond it, so an overloaded replica says so and the caller tries another);
+  * deadlines and cancellations stop the work between chunks;
+  * SIGTERM drains: NOT_SERVING, no new streams, in-flight streams get a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from talkinghead.services.common import metrics
+from talkinghead.services.common.errors import InputError, NotFoundError, WeightsError
+from talkinghead.services.common.logs import JOB_METADATA_KEY, job_context
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 64 * MiB
+
+
+@dataclass
+class ServerSettings:
+    """What an operator sets on ``talkinghead serve STAGE``."""
+
+    stage: str
+    port: int
+    host: str = "127.0.0.1"
+    metrics_port: int = 0  # 0: no metrics endpoint
+    engine: str = "auto"
+    device: str = "auto"
+    weights_dir: Path | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_streams: int = 4
+    grace_seconds: float = 30.0
+    batch_size: int = 8
+
+    def grpc_options(self) -> list[tuple[str, Any]]:
+        return [
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+
+
+class StageGate:
+    """Admission control for one server: loaded yet? draining? room for another stream?"""
+
+    def __init__(self, stage: str, max_streams: int):
+        self.stage = stage
+        self.max_streams = max_streams
+        self.ready = threading.Event()
+        self.draining = False
+        self._slots = threading.BoundedSemaphore(max_streams)
+
+    @contextlib.contextmanager
+    def admit(self, context: grpc.ServicerContext) -> Iterator[None]:
+        if self.draining:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.stage} server is shutting down")
+        if not self.ready.is_set():
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"{self.stage} server is still loading its model"
+            )
+        if not self._slots.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.stage} server is busy: {self.max_streams} streams in progress "
+                f"(its limit); retry later or use another replica",
+            )
+        metrics.STREAMS_IN_FLIGHT.labels(self.stage).inc()
+        try:
+            yield
+        finally:
+            metrics.STREAMS_IN_FLIGHT.labels(self.stage).dec()
+            self._slots.release()
+
+
+def job_id_of(context: grpc.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == JOB_METADATA_KEY:
+            return str(value)
+    return "-"
+
+
+def _status_for(exc: Exception) -> grpc.StatusCode:
+    if isinstance(exc, NotFoundError):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, InputError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, WeightsError):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    return grpc.StatusCode.INTERNAL
+
+
+def streaming_rpc(method: str) -> Callable:
+    """Decorate a response-streaming handler of a servicer that has ``.gate`` and ``.stage``.
+
+    Admits the call through the gate, tags logs with the caller's job id, maps engine
+    errors to status codes, stops when the client goes away, and records metrics.
+    """
+
+    def decorate(handler: Callable) -> Callable:
+        @functools.wraps(handler)
+        def wrapper(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            with job_context(job_id_of(context), self.stage):
+                try:
+                    with self.gate.admit(context):
+                        log.info("%s started", method)
+                        for response in handler(self, request, context):
+                            if not context.is_active():
+                                code = grpc.StatusCode.CANCELLED
+                                log.warning("%s: client cancelled or deadline passed", method)
+                                return
+                            yield response
+                        log.info("%s finished in %.2fs", method, time.perf_counter() - started)
+                except Exception as exc:
+                    if context.code() not in (None, grpc.StatusCode.OK):
+                        code = context.code()  # already aborted (gate, or handler on purpose)
+                        raise
+                    code = _status_for(exc)
+                    if code == grpc.StatusCode.INTERNAL:
+                        log.exception("%s failed", method)
+                    else:
+                        log.warning("%s refused: %s", method, exc)
+                    context.abort(code, str(exc))
+                finally:
+                    metrics.REQUESTS.labels(self.stage, method, code.name).inc()
+                    metrics.REQUEST_SECONDS.labels(self.stage, method).observe(
+                        time.perf_counter() - started
+                    )
+
+        return wrapper
+
+    return decorate
+
+
+class ModelServer:
+    """One warm model behind gRPC: a servicer (with ``.gate`` and ``.engine``) plus the
+    health, reflection and metrics every server has."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        servicer: Any,
+        add_to_server: Callable[[Any, grpc.Server], None],
+        service_name: str,
+        load_engine: Callable[[], Any],
+    ):
+        self.settings = settings
+        self.gate = StageGate(settings.stage, settings.max_streams)
+        self.servicer = servicer
+        self.servicer.gate = self.gate
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.service_names = [service_name]
+        self._add_to_server = add_to_server
+        self._load_engine = load_engine
+        self._stop = threading.Event()
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=settings.max_streams + 8,
+                thread_name_prefix=f"{settings.stage}-rpc",
+            ),
+            options=settings.grpc_options(),
+        )
+        self.bound_port = 0
+
+    def start(self) -> int:
+        s = self.settings
+        self._add_to_server(self.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.bound_port = self.server.add_insecure_port(f"{s.host}:{s.port}")
+        if self.bound_port == 0:
+            raise OSError(f"cannot bind {s.host}:{s.port} (port in use?)")
+        self.server.start()
+        metrics.serve_metrics(s.host, s.metrics_port)
+        log.info(
+            "listening on %s:%d (metrics port %s), loading engine %r on device %r",
+            s.host, self.bound_port, s.metrics_port or "off", s.engine, s.device,
+        )
+        return self.bound_port
+
+    def load(self) -> None:
+        """Load and warm the engine, then open the gate and report SERVING."""
+        started = time.perf_counter()
+        engine = self._load_engine()
+        engine.warmup()
+        self.servicer.engine = engine
+        metrics.READY.labels(self.settings.stage, engine.name).set(1)
+        self.gate.ready.set()
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "engine %s on %s ready in %.2fs: SERVING",
+            engine.name, engine.device, time.perf_counter() - started,
+            extra={"engine": engine.name, "device": engine.device},
+        )
+
+    def drain(self) -> None:
+        """Stop taking work, let streams in flight finish within the grace period."""
+        log.info("draining (grace %.0fs)", self.settings.grace_seconds)
+        self.gate.draining = True
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.server.stop(self.settings.grace_seconds).wait()
+        log.info("stopped")
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def run_until_signalled(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        self.start()
+        try:
+            self.load()
+        except Exception:
+            log.exception("engine failed to load; shutting down")
+            self.server.stop(0)
+            raise
+        while not self._stop.wait(timeout=1.0):
+            pass
+        self.drain()
+
+    def _set_health(self, status: int) -> None:
+        for name in ("", *self.service_names):
+            self.health.set(name, status)

@@ -1,0 +1,86 @@
+"""LipSyncService: frames + audio → frames whose mouth moves with the speech."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from talkinghead.services.common.audio import (
+    DEFAULT_MAX_AUDIO_SECONDS,
+    check_audio,
+    decode_audio_bytes,
+    pcm_s16le_to_float,
+)
+from talkinghead.services.common.chunking import chunked
+from talkinghead.services.common.engines import choose_engine
+from talkinghead.services.common.errors import InputError
+from talkinghead.services.common.frames import VideoFrame
+from talkinghead.services.common.server import ModelServer, ServerSettings, StageGate, streaming_rpc
+from talkinghead.services.common.wire import frame_from_proto, frame_to_proto
+from talkinghead.v1 import frames_pb2, lipsync_pb2, lipsync_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+def audio_from_proto(msg: frames_pb2.Audio, max_seconds: float):
+    which = msg.WhichOneof("payload")
+    if which == "pcm_s16le_16k_mono":
+        samples = pcm_s16le_to_float(msg.pcm_s16le_16k_mono)
+        check_audio(samples, max_seconds, what="config.audio")
+        return samples
+    if which == "encoded_file":
+        return decode_audio_bytes(msg.encoded_file, max_seconds)
+    raise InputError("config.audio is required in the first message")
+
+
+class LipSyncServicer(lipsync_pb2_grpc.LipSyncServiceServicer):
+    stage = "lipsync"
+
+    def __init__(self, chunk_frames: int, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS):
+        self.gate: StageGate | None = None  # set by ModelServer
+        self.engine = None  # set once loaded and warm
+        self.chunk_frames = chunk_frames
+        self.max_audio_seconds = max_audio_seconds
+
+    @streaming_rpc("Sync")
+    def Sync(self, request_iterator, context) -> Iterator[lipsync_pb2.SyncResponse]:
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("config"):
+            raise InputError("the first SyncRequest must carry config (audio and fps)")
+        config = first.config
+        if not config.fps > 0:
+            raise InputError(f"config.fps must be positive, got {config.fps}")
+        audio = audio_from_proto(config.audio, self.max_audio_seconds)
+        log.info("syncing to %.2fs of audio at %g fps", len(audio) / 16000, config.fps)
+
+        def incoming() -> Iterator[VideoFrame]:
+            for f in first.frames:
+                yield frame_from_proto(f)
+            for request in request_iterator:
+                for f in request.frames:
+                    yield frame_from_proto(f)
+
+        synced = self.engine.sync(incoming(), audio, config.fps, config.pass_through_faceless)
+        info = frames_pb2.EngineInfo(
+            name=self.engine.name, device=self.engine.device, fingerprint=self.engine.fingerprint
+        )
+        for i, group in enumerate(chunked(synced, self.chunk_frames)):
+            yield lipsync_pb2.SyncResponse(
+                frames=[frame_to_proto(f) for f in group], engine=info if i == 0 else None
+            )
+
+
+def load_lipsync_engine(settings: ServerSettings):
+    from talkinghead.services.lipsync.lite_engine import LiteLipSyncEngine
+
+    return choose_engine("lipsync", settings.engine, settings.device, "wav2lip", LiteLipSyncEngine)
+
+
+def build_server(settings: ServerSettings) -> ModelServer:
+    return ModelServer(
+        settings,
+        LipSyncServicer(chunk_frames=settings.batch_size),
+        lipsync_pb2_grpc.add_LipSyncServiceServicer_to_server,
+        lipsync_pb2.DESCRIPTOR.services_by_name["LipSyncService"].full_name,
+        lambda: load_lipsync_engine(settings),
+    )

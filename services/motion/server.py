@@ -1,0 +1,130 @@
+"""MotionService: photo + driving template → animated frames with face geometry."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+from talkinghead.services.common.chunking import chunked
+from talkinghead.services.common.engines import choose_engine
+from talkinghead.services.common.errors import InputError, NotFoundError
+from talkinghead.services.common.frames import FaceGeometry
+from talkinghead.services.common.server import ModelServer, ServerSettings, StageGate, streaming_rpc
+from talkinghead.services.common.wire import decode_image, frame_to_proto
+from talkinghead.services.motion.options import MotionOptions
+from talkinghead.services.motion.template import (
+    bundled_template_names,
+    load_template,
+    template_from_npz,
+)
+from talkinghead.v1 import frames_pb2, motion_pb2, motion_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_FRAMES = 8
+MAX_PHOTO_PIXELS = 40_000_000
+
+
+def options_from_proto(msg: motion_pb2.MotionOptions) -> MotionOptions:
+    return MotionOptions(
+        fps=msg.fps or 0.0,
+        max_side=msg.max_side or 1024,
+        relative_motion=not msg.absolute_motion,
+        expression_multiplier=(
+            msg.expression_multiplier if msg.HasField("expression_multiplier") else 1.0
+        ),
+        stitching=not msg.disable_stitching,
+        eye_retargeting=msg.eye_retargeting,
+        lip_retargeting=msg.lip_retargeting,
+    )
+
+
+def fit_photo(photo: np.ndarray, max_side: int) -> np.ndarray:
+    """Scale down so the longest side is at most ``max_side``, with even dimensions (H.264)."""
+    h, w = photo.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    new_w, new_h = int(round(w * scale)) // 2 * 2, int(round(h * scale)) // 2 * 2
+    if (new_w, new_h) == (w, h):
+        return photo
+    return cv2.resize(photo, (new_w, new_h), interpolation=cv2.INTER_AREA)
+
+
+class MotionServicer(motion_pb2_grpc.MotionServiceServicer):
+    stage = "motion"
+
+    def __init__(self, template_dirs: list[Path]):
+        self.gate: StageGate | None = None  # set by ModelServer
+        self.template_dirs = template_dirs
+        self.engine = None  # set once loaded and warm
+
+    def engine_info(self) -> frames_pb2.EngineInfo:
+        e = self.engine
+        return frames_pb2.EngineInfo(name=e.name, device=e.device, fingerprint=e.fingerprint)
+
+    @streaming_rpc("Animate")
+    def Animate(self, request: motion_pb2.AnimateRequest, context) -> Iterator:
+        photo = decode_image(request.image, what="the face photo (field image)")
+        if photo.shape[0] * photo.shape[1] > MAX_PHOTO_PIXELS:
+            raise InputError(f"the face photo exceeds {MAX_PHOTO_PIXELS} pixels")
+        which = request.WhichOneof("template")
+        if which == "template_name":
+            template = load_template(request.template_name, self.template_dirs)
+        elif which == "template_npz":
+            template = template_from_npz(request.template_npz)
+        else:
+            raise InputError("a template is required (template_name or template_npz)")
+        options = options_from_proto(request.options)
+        if options.fps <= 0:
+            options = MotionOptions(**{**options.__dict__, "fps": template.fps})
+        template = template.resample(options.fps)
+        photo = fit_photo(photo, options.max_side)
+        face: FaceGeometry = self.engine.prepare(photo)
+        log.info(
+            "animating %dx%d photo (face %s) with template %r: %d frames at %g fps",
+            photo.shape[1], photo.shape[0], tuple(round(v) for v in face.box),
+            template.name, template.n_frames, options.fps,
+        )
+        chunk = request.chunk_frames or DEFAULT_CHUNK_FRAMES
+        frames = self.engine.animate(photo, template, options)
+        for i, group in enumerate(chunked(frames, chunk)):
+            yield motion_pb2.AnimateResponse(
+                total_frames=template.n_frames,
+                fps=options.fps,
+                frames=[frame_to_proto(f) for f in group],
+                engine=self.engine_info() if i == 0 else None,
+            )
+
+    def ListTemplates(self, request, context) -> motion_pb2.ListTemplatesResponse:
+        names = set(bundled_template_names())
+        for folder in self.template_dirs:
+            names.update(p.stem for p in Path(folder).glob("*.npz"))
+        infos = []
+        for name in sorted(names):
+            try:
+                t = load_template(name, self.template_dirs)
+            except (InputError, NotFoundError) as exc:
+                log.warning("skipping template %r: %s", name, exc)
+                continue
+            infos.append(motion_pb2.TemplateInfo(name=name, frames=t.n_frames, fps=t.fps))
+        return motion_pb2.ListTemplatesResponse(templates=infos)
+
+
+def load_motion_engine(settings: ServerSettings):
+    from talkinghead.services.motion.lite_engine import LiteMotionEngine
+
+    return choose_engine(
+        "motion", settings.engine, settings.device, "liveportrait", LiteMotionEngine
+    )
+
+
+def build_server(settings: ServerSettings, template_dirs: list[Path] | None = None) -> ModelServer:
+    return ModelServer(
+        settings,
+        MotionServicer(list(template_dirs or [])),
+        motion_pb2_grpc.add_MotionServiceServicer_to_server,
+        motion_pb2.DESCRIPTOR.services_by_name["MotionService"].full_name,
+        lambda: load_motion_engine(settings),
+    )

@@ -1,0 +1,157 @@
+"""Start the whole system on this machine: three model servers (and a Celery worker).
+
+Used by ``talkinghead demo``, by ``talkinghead render`` when no servers are named, and by the
+end-to-end tests. Everything runs as real processes on loopback, exactly as in production,
+only on one machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from talkinghead.orchestrator.stage_clients import StageTargets, open_channel, wait_for_serving
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "talkinghead.cli", *args]
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class LocalStack:
+    """Model servers (and optionally a worker) as child processes; a context manager."""
+
+    log_dir: Path
+    engine: str = "lite"
+    restore_replicas: int = 1
+    with_worker: bool = False
+    worker_env: dict[str, str] = field(default_factory=dict)
+    processes: list[Process] = field(default_factory=list)
+    targets: StageTargets | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def start_server(self, stage: str, port: int, name: str, *extra: str) -> Process:
+        return self._spawn(
+            name,
+            cli_command(
+                "serve", stage, "--port", str(port), "--engine", self.engine,
+                "--metrics-port", "0", *extra,
+            ),
+        )
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Process:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        log_file = open(log_path, "wb")  # noqa: SIM115 - closed when the process ends
+        popen = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})}, start_new_session=True,
+        )
+        log_file.close()
+        proc = Process(name, popen, log_path)
+        self.processes.append(proc)
+        return proc
+
+    def start(self, serving_timeout: float = 120.0) -> StageTargets:
+        self.ports = {"motion": free_port(), "lipsync": free_port()}
+        restore_ports = [free_port() for _ in range(self.restore_replicas)]
+        self.start_server("motion", self.ports["motion"], "motion")
+        self.start_server("lipsync", self.ports["lipsync"], "lipsync")
+        for i, port in enumerate(restore_ports):
+            self.start_server("restore", port, f"restore-{i}")
+        self.targets = StageTargets(
+            motion=f"127.0.0.1:{self.ports['motion']}",
+            lipsync=f"127.0.0.1:{self.ports['lipsync']}",
+            restore=tuple(f"127.0.0.1:{p}" for p in restore_ports),
+        )
+        self.wait_serving(serving_timeout)
+        if self.with_worker:
+            self.start_worker()
+        return self.targets
+
+    def worker_environment(self) -> dict[str, str]:
+        assert self.targets is not None
+        return {
+            "TALKINGHEAD_MOTION_TARGET": self.targets.motion,
+            "TALKINGHEAD_LIPSYNC_TARGET": self.targets.lipsync,
+            "TALKINGHEAD_RESTORE_TARGETS": ",".join(self.targets.restore),
+            **self.worker_env,
+        }
+
+    def start_worker(self, name: str = "worker") -> Process:
+        return self._spawn(
+            name, cli_command("worker", "--concurrency", "1"), env=self.worker_environment()
+        )
+
+    def wait_serving(self, timeout: float) -> None:
+        assert self.targets is not None
+        pairs = [("motion", self.targets.motion), ("lipsync", self.targets.lipsync)]
+        pairs += [("restore", t) for t in self.targets.restore]
+        for stage, target in pairs:
+            self.check_alive()
+            channel = open_channel(target)
+            try:
+                wait_for_serving(channel, stage, target, timeout)
+            finally:
+                channel.close()
+
+    def check_alive(self) -> None:
+        for proc in self.processes:
+            code = proc.popen.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"{proc.name} exited with code {code}; its log ends:\n{proc.log_tail()}"
+                )
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM everything (servers drain), then SIGKILL what is left after ``timeout``."""
+        for proc in self.processes:
+            if proc.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.processes:
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                proc.popen.wait(remaining)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+                proc.popen.wait()
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,176 @@
+"""``talkinghead call STAGE``: exercise one model server directly over gRPC.
+
+For engineers testing a stage in isolation: files in, files out, no orchestrator.
+  call motion  --target H:P --face F [--template talking] --out clip.mp4|DIR
+  call lipsync --target H:P (--video V | --image I) --audio A --out synced.mp4
+  call restore --target H:P (--video V | --image I) --out restored.mp4|.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import cv2
+import imageio_ffmpeg
+import numpy as np
+
+from talkinghead.services.common.errors import InputError
+from talkinghead.services.common.frames import VideoFrame
+
+DEFAULT_TARGETS = {"motion": "127.0.0.1:50051", "lipsync": "127.0.0.1:50052",
+                   "restore": "127.0.0.1:50053"}
+
+
+def add_call_parser(sub, handler) -> None:
+    p = sub.add_parser("call", help="call one model server directly over gRPC")
+    stages = p.add_subparsers(dest="stage", required=True)
+    for stage in ("motion", "lipsync", "restore"):
+        s = stages.add_parser(stage)
+        s.add_argument("--target", default=DEFAULT_TARGETS[stage], help="host:port")
+        s.add_argument("--out", required=True, help=".mp4 file, .png (one frame) or a folder")
+        s.add_argument("--timeout", type=float, default=600.0, help="call deadline, seconds")
+        s.set_defaults(func=handler)
+    m = stages.choices["motion"]
+    m.add_argument("--face", required=True)
+    m.add_argument("--template", default="talking", help="name on the server or a local .npz")
+    m.add_argument("--fps", type=float, default=25.0)
+    for stage in ("lipsync", "restore"):
+        s = stages.choices[stage]
+        src = s.add_mutually_exclusive_group(required=True)
+        src.add_argument("--video", help="input video file")
+        src.add_argument("--image", help="a single still image")
+    ls = stages.choices["lipsync"]
+    ls.add_argument("--audio", required=True)
+    ls.add_argument("--fps", type=float, default=25.0, help="frame rate for --image input")
+    ls.add_argument("--pass-through-faceless", action="store_true")
+    stages.choices["restore"].add_argument("--weight", type=float, default=0.5)
+
+
+def read_video(path: Path) -> tuple[float, Iterator[VideoFrame]]:
+    """(fps, frames) of any video ffmpeg reads, decoded lazily to RGB."""
+    if not Path(path).is_file():
+        raise InputError(f"video {str(path)!r} does not exist")
+    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    try:
+        meta = next(reader)
+    except (RuntimeError, OSError, StopIteration) as exc:
+        raise InputError(f"video {str(path)!r} is not readable: {exc}") from None
+    w, h = meta["size"]
+
+    def frames() -> Iterator[VideoFrame]:
+        for i, raw in enumerate(reader):
+            yield VideoFrame(i, np.frombuffer(raw, np.uint8).reshape(h, w, 3).copy())
+
+    return float(meta["fps"]), frames()
+
+
+def read_image(path: Path) -> np.ndarray:
+    from talkinghead.services.common.wire import decode_image
+
+    if not Path(path).is_file():
+        raise InputError(f"image {str(path)!r} does not exist")
+    return decode_image(Path(path).read_bytes(), what=f"image {Path(path).name!r}")
+
+
+def write_frames(frames: Iterable[VideoFrame], out: Path, fps: float,
+                 audio: Path | None = None) -> int:
+    """Write to .mp4 (H.264, with the audio if given), one .png, or a folder of PNGs."""
+    out = Path(out)
+    count = 0
+    if out.suffix.lower() == ".png":
+        for frame in frames:
+            cv2.imwrite(str(out), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+            count += 1
+        return count
+    if out.suffix.lower() in (".mp4", ".mov", ".m4v"):
+        from talkinghead.compositor import VideoEncoder
+
+        iterator = iter(frames)
+        first = next(iterator, None)
+        if first is None:
+            raise InputError("the server returned no frames")
+        size = (first.width // 2 * 2, first.height // 2 * 2)
+        with VideoEncoder(out, fps, size=size, audio_path=audio) as enc:
+            for f in itertools.chain([first], iterator):
+                enc.write(np.ascontiguousarray(f.image[: size[1], : size[0]]))
+                count += 1
+        return count
+    out.mkdir(parents=True, exist_ok=True)
+    for frame in frames:
+        cv2.imwrite(str(out / f"{frame.index:06d}.png"), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+        count += 1
+    return count
+
+
+def run(args: argparse.Namespace) -> int:
+    from talkinghead.orchestrator.stage_clients import (
+        LipSyncClient,
+        MotionClient,
+        RestoreClient,
+        StageFailed,
+        open_channel,
+        wait_for_serving,
+    )
+
+    channel = open_channel(args.target)
+    wait_for_serving(channel, args.stage, args.target, timeout=min(60.0, args.timeout))
+    channel.close()
+    out = Path(args.out)
+
+    if args.stage == "motion":
+        from talkinghead.services.motion.options import MotionOptions
+
+        template: str | bytes = args.template
+        if args.template.endswith(".npz") and Path(args.template).is_file():
+            template = Path(args.template).read_bytes()
+        face = Path(args.face)
+        if not face.is_file():
+            raise InputError(f"face photo {str(face)!r} does not exist")
+        client = MotionClient(args.target, "call")
+        frames, header = client.animate(face.read_bytes(), template,
+                                        MotionOptions(fps=args.fps), timeout=args.timeout)
+        n = write_frames(frames, out, header.fps)
+    elif args.stage == "lipsync":
+        audio = Path(args.audio)
+        if not audio.is_file():
+            raise InputError(f"audio {str(audio)!r} does not exist")
+        if args.video:
+            fps, frames = read_video(Path(args.video))
+        else:
+            from talkinghead.orchestrator.schedule import output_frame_count
+            from talkinghead.services.common.audio import SAMPLE_RATE, decode_audio_file
+
+            fps, image = args.fps, read_image(Path(args.image))
+            count = output_frame_count(len(decode_audio_file(audio)) / SAMPLE_RATE, fps)
+            frames = (VideoFrame(i, image) for i in range(count))
+        client = LipSyncClient(args.target, "call")
+        synced = client.sync(frames, audio.read_bytes(), fps,
+                             pass_through_faceless=args.pass_through_faceless,
+                             timeout=args.timeout)
+        n = write_frames(synced, out, fps, audio=audio)
+    else:
+        if args.video:
+            fps, frames = read_video(Path(args.video))
+        else:
+            fps, frames = 25.0, iter([VideoFrame(0, read_image(Path(args.image)))])
+        client = RestoreClient(args.target, "call")
+
+        def restored() -> Iterator[VideoFrame]:
+            from talkinghead.services.common.chunking import chunked
+
+            for group in chunked(frames, 16):
+                try:
+                    yield from client.restore(group, args.weight, timeout=args.timeout)
+                except Exception as err:
+                    import grpc
+
+                    if isinstance(err, grpc.RpcError):
+                        raise StageFailed("restore", err.code(), err.details() or "") from None
+                    raise
+
+        n = write_frames(restored(), out, fps)
+    print(f"wrote {n} frames to {out}")
+    return 0
