@@ -27,11 +27,12 @@ def is_embedded() -> bool:
     )
 
 
-def make_app() -> Celery:
-    broker = os.environ.get("TALKINGHEAD_BROKER_URL")
-    backend = os.environ.get("TALKINGHEAD_RESULT_BACKEND")
+def make_app(broker: str | None = None, backend: str | None = None) -> Celery:
+    """The app for the given broker/backend, by default those of the environment."""
+    broker = broker or os.environ.get("TALKINGHEAD_BROKER_URL")
+    backend = backend or os.environ.get("TALKINGHEAD_RESULT_BACKEND")
     transport_options: dict = {}
-    if is_embedded():
+    if not (broker or backend):
         state = embedded_state_dir()
         queue_dir, results_dir = state / "queue", state / "results"
         for folder in (queue_dir, results_dir):

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import cv2
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from talkinghead.services.common.audio import DEFAULT_MAX_AUDIO_SECONDS, decode_audio_file
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.motion.template import load_template
@@ -100,3 +100,11 @@ def check_output_path(output: Path) -> None:
         raise InputError(f"output folder {str(folder)!r} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"output folder {str(folder)!r} is not writable")
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "job"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid job spec: " + "; ".join(parts)

@@ -7,7 +7,7 @@ import os
 
 from pydantic import ValidationError
 from talkinghead.orchestrator.celery_app import app
-from talkinghead.orchestrator.jobspec import JobSpec
+from talkinghead.orchestrator.jobspec import JobSpec, describe_validation_error
 from talkinghead.orchestrator.pipeline import render_video
 from talkinghead.orchestrator.progress import JobProgress
 from talkinghead.orchestrator.stage_clients import StageFailed, StageTargets, StageUnavailable
@@ -35,14 +35,6 @@ def targets_from_env() -> StageTargets:
         lipsync=os.environ.get("TALKINGHEAD_LIPSYNC_TARGET", DEFAULT_TARGETS["lipsync"]),
         restore=tuple(t.strip() for t in restore.split(",") if t.strip()),
     )
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "job"
-        parts.append(f"{where}: {err['msg']}")
-    return "invalid job spec: " + "; ".join(parts)
 
 
 @app.task(name="talkinghead.render", bind=True)

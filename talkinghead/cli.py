@@ -108,8 +108,7 @@ def load_card(path: Path) -> dict:
 def spec_from_args(args: argparse.Namespace):
     from pydantic import ValidationError
 
-    from talkinghead.orchestrator.jobspec import JobSpec
-    from talkinghead.orchestrator.tasks import describe_validation_error
+    from talkinghead.orchestrator.jobspec import JobSpec, describe_validation_error
 
     raw = {
         "face": str(Path(args.face).resolve()),
@@ -149,8 +148,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     from talkinghead.progress_view import StageProgressView
     from talkinghead.services.common.logs import configure_logging
 
+    from talkinghead.orchestrator.jobspec import check_inputs
+
     configure_logging("cli", fmt="plain", level="WARNING")
     spec = spec_from_args(args)
+    check_inputs(spec)  # refuse bad input before starting anything
     stack = None
     if args.motion and args.lipsync and args.restore:
         targets = StageTargets(args.motion, args.lipsync, tuple(args.restore.split(",")))

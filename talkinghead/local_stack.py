@@ -36,6 +36,18 @@ class Process:
     popen: subprocess.Popen
     log_path: Path
 
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout``; the exit code."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                return self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+        return self.popen.wait()
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -104,9 +116,12 @@ class LocalStack:
             **self.worker_env,
         }
 
-    def start_worker(self, name: str = "worker") -> Process:
+    def start_worker(self, name: str = "worker", env: dict[str, str] | None = None) -> Process:
+        """A Celery worker whose model servers are this stack's."""
         return self._spawn(
-            name, cli_command("worker", "--concurrency", "1"), env=self.worker_environment()
+            name,
+            cli_command("worker", "--concurrency", "1", "--hostname", f"{name}@%h"),
+            env={**self.worker_environment(), **(env or {})},
         )
 
     def wait_serving(self, timeout: float) -> None:

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 64 * MiB
+DRAIN_NOTICE_SECONDS = 1.0
 
 
 @dataclass
@@ -225,6 +226,8 @@ class ModelServer:
         log.info("draining (grace %.0fs)", self.settings.grace_seconds)
         self.gate.draining = True
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        # Let health checkers see NOT_SERVING before the listener closes.
+        time.sleep(DRAIN_NOTICE_SECONDS)
         self.server.stop(self.settings.grace_seconds).wait()
         log.info("stopped")
 

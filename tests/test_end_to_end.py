@@ -1,0 +1,173 @@
+"""A whole job through real servers, a real Celery worker and real Redis; and the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from talkinghead.compositor import probe
+from talkinghead.orchestrator.celery_app import make_app
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def submit_and_wait(app, spec: dict, timeout: float = 240.0):
+    """Submit, poll until the job ends; (final AsyncResult, progress snapshots seen)."""
+    result = app.send_task("talkinghead.render", args=[spec], task_id=spec.get("job_id"))
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = result.state
+        if state == "PROGRESS" and isinstance(result.info, dict):
+            seen.append(result.info)
+        if state in ("SUCCESS", "FAILURE"):
+            return result, seen
+        time.sleep(0.1)
+    raise AssertionError(f"job still {result.state} after {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def redis_worker(lite_stack, redis_url):
+    env = {"TALKINGHEAD_BROKER_URL": redis_url, "TALKINGHEAD_RESULT_BACKEND": redis_url}
+    worker = lite_stack.start_worker("worker-redis", env=env)
+    app = make_app(redis_url, redis_url)
+    try:
+        yield app
+    finally:
+        worker.stop()
+        lite_stack.processes.remove(worker)
+
+
+def job(assets_dir, demo_face, demo_card, out: Path, **changes) -> dict:
+    spec = {
+        "face": str(demo_face),
+        "audio": str(assets_dir / "speech_3s.wav"),
+        "card": demo_card,
+        "output": str(out),
+        "options": {"restore_chunk_frames": 8},
+    }
+    spec.update(changes)
+    return spec
+
+
+def test_render_job_through_celery_and_redis(redis_worker, assets_dir, demo_face, demo_card,
+                                             tmp_path):
+    out = tmp_path / "video.mp4"
+    result, seen = submit_and_wait(redis_worker, job(assets_dir, demo_face, demo_card, out,
+                                                     job_id="e2e-redis-1"))
+    assert result.state == "SUCCESS", result.result
+    info = probe(out)
+    assert (info.width, info.height) == (1920, 1080)
+    assert info.video_codec == "h264" and info.pix_fmt == "yuv420p"
+    assert info.has_audio and info.audio_codec == "aac"
+    assert abs(info.duration_s - 3.2) < 0.1
+    assert info.faststart
+    value = result.result
+    assert value["frames"] == 80 and value["output"] == str(out)
+    assert sum(value["restore_chunks"].values()) == 10  # 80 frames in chunks of 8
+    assert len(value["restore_chunks"]) == 2  # both replicas were offered work
+    # progress was published per stage, with frames done out of total
+    stages = {s["stage"] for s in seen}
+    assert stages & {"lipsync", "restore", "compose"}, seen[-3:]
+    last = seen[-1]["stages"]
+    assert last["compose"]["total"] == 80
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"face": "not_image.jpg"}, "is not a decodable image"),
+        ({"face": "no_face.png"}, "no face"),
+        ({"audio": "not_audio.wav"}, "not decodable audio"),
+        ({"audio": "empty.wav"}, "is empty"),
+        ({"template": "moonwalk"}, "unknown template 'moonwalk'"),
+        ({"card": {"title": "Engineer"}}, "card.company: Field required"),
+    ],
+)
+def test_bad_jobs_fail_with_a_reason_and_no_output(redis_worker, assets_dir, demo_face, demo_card,
+                                                   tmp_path, changes, reason):
+    out = tmp_path / "bad.mp4"
+    spec = job(assets_dir, demo_face, demo_card, out)
+    for key, value in changes.items():
+        spec[key] = str(assets_dir / value) if key in ("face", "audio") else value
+    result, _ = submit_and_wait(redis_worker, spec, timeout=120)
+    assert result.state == "FAILURE"
+    assert reason in str(result.result)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def run_cli(*args: str, timeout: float = 300, user: str | None = None, cwd: Path | None = None,
+            env: dict[str, str] | None = None):
+    cmd = [sys.executable, "-m", "talkinghead.cli", *args]
+    if user:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env={**os.environ, "TALKINGHEAD_LOG_FORMAT": "plain", **(env or {})})
+
+
+def test_demo_command_on_the_embedded_broker(assets_dir, tmp_path):
+    """`talkinghead demo` starts servers and a worker, needs no Redis, and cleans up."""
+    out = tmp_path / "demo" / "demo.mp4"
+    proc = run_cli("demo", "--audio", str(assets_dir / "speech_3s.wav"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = probe(out)
+    assert (info.width, info.height, info.video_codec, info.audio_codec) == (
+        1920, 1080, "h264", "aac")
+    assert abs(info.duration_s - 3.2) < 0.1
+    assert "wrote" in proc.stdout
+    # nothing left running: every child process of the demo has exited
+    assert "submitted job" in proc.stderr
+
+
+def test_cli_render_refuses_bad_input_before_starting_anything(assets_dir, demo_face, tmp_path):
+    out = tmp_path / "x.mp4"
+    proc = run_cli("render", "--face", str(assets_dir / "not_image.jpg"), "--audio",
+                   str(assets_dir / "speech_3s.wav"), "--card", str(assets_dir / "card.json"),
+                   "--out", str(out), timeout=60)
+    assert proc.returncode == 2
+    assert "error: face image 'not_image.jpg' is not a decodable image" in proc.stderr
+    assert not out.exists() and not (tmp_path / "logs").exists()
+
+    proc = run_cli("render", "--face", str(demo_face), "--audio", str(assets_dir / "long.wav"),
+                   "--card", str(assets_dir / "card.json"), "--out", str(out), timeout=60,
+                   env={"TALKINGHEAD_MAX_AUDIO_SECONDS": "5"})
+    assert proc.returncode == 2
+    assert "error: audio file 'long.wav' is longer than the 5 s limit" in proc.stderr
+
+    bad_card = tmp_path / "card.json"
+    bad_card.write_text('{"title": "x"}')
+    proc = run_cli("render", "--face", str(demo_face), "--audio", str(assets_dir / "silence.wav"),
+                   "--card", str(bad_card), "--out", str(out), timeout=60)
+    assert proc.returncode == 2
+    assert "card.company: Field required" in proc.stderr
+
+
+def test_cli_unwritable_output_folder(tmp_path):
+    """As an unprivileged user, a folder it cannot write is refused with exit 2."""
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv to drop to an unprivileged user")
+    from importlib import resources
+
+    demo = resources.files("talkinghead.assets.demo")
+    locked = Path("/tmp") / f"th-locked-{os.getpid()}"
+    locked.mkdir(mode=0o755, exist_ok=True)
+    try:
+        proc = run_cli("render", "--face", str(demo / "face.jpg"), "--audio",
+                       str(demo / "speech.wav"), "--card", str(demo / "card.json"),
+                       "--out", str(locked / "out.mp4"), user="nobody", cwd=Path("/tmp"),
+                       timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert f"output folder '{locked}' is not writable" in proc.stderr
+        assert list(locked.iterdir()) == []
+    finally:
+        shutil.rmtree(locked)

@@ -1,0 +1,100 @@
+"""Every kind of bad job is refused before any model runs, with a reason naming the problem."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from talkinghead.orchestrator.jobspec import JobSpec, check_inputs, describe_validation_error
+from talkinghead.services.common.errors import InputError, NotFoundError
+
+
+def make_spec(assets_dir, demo_face, demo_card, tmp_path, **changes) -> JobSpec:
+    raw = {
+        "face": str(demo_face),
+        "audio": str(assets_dir / "speech_3s.wav"),
+        "card": demo_card,
+        "output": str(tmp_path / "out.mp4"),
+    }
+    raw.update(changes)
+    return JobSpec.model_validate(raw)
+
+
+def test_good_spec_decodes_audio(assets_dir, demo_face, demo_card, tmp_path):
+    audio = check_inputs(make_spec(assets_dir, demo_face, demo_card, tmp_path))
+    assert audio.dtype == np.float32
+    assert abs(len(audio) / 16000 - 3.2) < 0.05
+    assert np.abs(audio).max() > 0.05  # real speech, not silence
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"face": "not_image.jpg"}, "not a decodable image"),
+        ({"face": "missing.jpg"}, "does not exist"),
+        ({"audio": "empty.wav"}, "is empty"),
+        ({"audio": "not_audio.wav"}, "not decodable audio"),
+        ({"audio": "missing.wav"}, "does not exist"),
+    ],
+)
+def test_bad_files_are_named(assets_dir, demo_face, demo_card, tmp_path, change, message):
+    key, name = next(iter(change.items()))
+    spec = make_spec(assets_dir, demo_face, demo_card, tmp_path, **{key: str(assets_dir / name)})
+    with pytest.raises(InputError, match=message) as info:
+        check_inputs(spec)
+    assert name in str(info.value)
+
+
+def test_audio_over_the_limit(assets_dir, demo_face, demo_card, tmp_path):
+    spec = make_spec(assets_dir, demo_face, demo_card, tmp_path, audio=str(assets_dir / "long.wav"))
+    with pytest.raises(InputError, match="longer than the 10 s limit"):
+        check_inputs(spec, max_audio_seconds=10)
+
+
+def test_unknown_template(assets_dir, demo_face, demo_card, tmp_path):
+    spec = make_spec(assets_dir, demo_face, demo_card, tmp_path, template="moonwalk")
+    with pytest.raises(NotFoundError, match="unknown template 'moonwalk'.*talking"):
+        check_inputs(spec)
+
+
+def test_card_with_missing_fields_names_them(assets_dir, demo_face, demo_card, tmp_path):
+    card = {k: v for k, v in demo_card.items() if k not in ("company", "skills")}
+    with pytest.raises(ValidationError) as info:
+        make_spec(assets_dir, demo_face, card, tmp_path)
+    text = describe_validation_error(info.value)
+    assert "card.company: Field required" in text
+    assert "card.skills: Field required" in text
+
+
+def test_blank_title_and_unknown_field_are_refused(assets_dir, demo_face, demo_card, tmp_path):
+    with pytest.raises(ValidationError, match="title"):
+        make_spec(assets_dir, demo_face, {**demo_card, "title": "  "}, tmp_path)
+    with pytest.raises(ValidationError, match="salary"):
+        make_spec(assets_dir, demo_face, {**demo_card, "salary": "1"}, tmp_path)
+
+
+def test_unwritable_or_missing_output_folder(assets_dir, demo_face, demo_card, tmp_path):
+    spec = make_spec(assets_dir, demo_face, demo_card, tmp_path,
+                     output=str(tmp_path / "nowhere" / "out.mp4"))
+    with pytest.raises(InputError, match="does not exist"):
+        check_inputs(spec)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        spec = make_spec(assets_dir, demo_face, demo_card, tmp_path, output=str(locked / "o.mp4"))
+        with pytest.raises(InputError, match="not writable"):
+            check_inputs(spec)
+    finally:
+        locked.chmod(0o700)
+
+
+def test_output_must_be_mp4(assets_dir, demo_face, demo_card, tmp_path):
+    spec = make_spec(assets_dir, demo_face, demo_card, tmp_path, output=str(tmp_path / "o.avi"))
+    with pytest.raises(InputError, match=r"must end in \.mp4"):
+        check_inputs(spec)
