@@ -42,6 +42,7 @@ def make_app(broker: str | None = None, backend: str | None = None) -> Celery:
         transport_options = {
             "data_folder_in": str(queue_dir),
             "data_folder_out": str(queue_dir),
+            "control_folder": str(state / "control"),
             "store_processed": False,
         }
     elif broker and not backend:
