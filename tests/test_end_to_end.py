@@ -110,7 +110,7 @@ def run_cli(*args: str, timeout: float = 300, user: str | None = None, cwd: Path
             env: dict[str, str] | None = None):
     cmd = [sys.executable, "-m", "talkinghead.cli", *args]
     if user:
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]  # numeric ids
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
                           env={**os.environ, "TALKINGHEAD_LOG_FORMAT": "plain", **(env or {})})
 
@@ -164,7 +164,7 @@ def test_cli_unwritable_output_folder(tmp_path):
     try:
         proc = run_cli("render", "--face", str(demo / "face.jpg"), "--audio",
                        str(demo / "speech.wav"), "--card", str(demo / "card.json"),
-                       "--out", str(locked / "out.mp4"), user="nobody", cwd=Path("/tmp"),
+                       "--out", str(locked / "out.mp4"), user="65534", cwd=Path("/tmp"),
                        timeout=60)
         assert proc.returncode == 2, proc.stderr
         assert f"output folder '{locked}' is not writable" in proc.stderr

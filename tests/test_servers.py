@@ -276,4 +276,7 @@ def test_servers_bind_loopback_only(lite_stack):
         pytest.skip("ss is not available")
     port = lite_stack.targets.motion.split(":")[1]
     lines = [line for line in out.splitlines() if f":{port} " in line]
-    assert lines and all("127.0.0.1:" in line for line in lines), lines
+    # IPv4 loopback, possibly as an IPv4-mapped IPv6 address; never a wildcard address.
+    assert lines and all(
+        f"127.0.0.1:{port}" in line.split()[3] for line in lines
+    ), lines
