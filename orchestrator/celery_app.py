@@ -37,7 +37,7 @@ def make_app(broker: str | None = None, backend: str | None = None) -> Celery:
         queue_dir, results_dir = state / "queue", state / "results"
         for folder in (queue_dir, results_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        broker = "filesystem://"
+        broker = "filesystem://localhost/"
         backend = f"file://{results_dir}"
         transport_options = {
             "data_folder_in": str(queue_dir),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -171,3 +172,69 @@ def test_cli_unwritable_output_folder(tmp_path):
         assert list(locked.iterdir()) == []
     finally:
         shutil.rmtree(locked)
+
+
+def stack_flags(stack) -> list[str]:
+    t = stack.targets
+    return ["--motion", t.motion, "--lipsync", t.lipsync, "--restore", ",".join(t.restore)]
+
+
+def test_cli_render_against_running_servers(lite_stack, assets_dir, demo_face, tmp_path):
+    out = tmp_path / "render.mp4"
+    proc = run_cli("render", "--face", str(demo_face), "--audio", str(assets_dir / "speech_3s.wav"),
+                   "--card", str(assets_dir / "card.json"), "--out", str(out),
+                   *stack_flags(lite_stack), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"wrote {out}" in proc.stdout
+    info = probe(out)
+    assert abs(info.duration_s - 3.2) < 0.1 and info.has_audio
+
+
+def test_cli_render_photo_without_a_face(lite_stack, assets_dir, tmp_path):
+    out = tmp_path / "noface.mp4"
+    proc = run_cli("render", "--face", str(assets_dir / "no_face.png"), "--audio",
+                   str(assets_dir / "speech_3s.wav"), "--card", str(assets_dir / "card.json"),
+                   "--out", str(out), *stack_flags(lite_stack), timeout=120)
+    assert proc.returncode == 2
+    assert "motion server: INVALID_ARGUMENT: no face found in the photo" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_submit_wait_and_status(redis_worker, redis_url, assets_dir, demo_face, tmp_path):
+    env = {"TALKINGHEAD_BROKER_URL": redis_url, "TALKINGHEAD_RESULT_BACKEND": redis_url}
+    out = tmp_path / "submitted.mp4"
+    proc = run_cli("submit", "--face", str(demo_face), "--audio", str(assets_dir / "speech_3s.wav"),
+                   "--card", str(assets_dir / "card.json"), "--out", str(out), "--no-restore",
+                   "--job-id", "cli-submit-1", "--wait", env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[0] == "cli-submit-1"
+    assert out.is_file()
+    status = run_cli("status", "cli-submit-1", env=env, timeout=60)
+    assert status.returncode == 0
+    payload = json.loads(status.stdout)
+    assert payload["state"] == "SUCCESS"
+    assert payload["info"]["frames"] == 80
+    assert payload["info"]["restore_chunks"] == {}  # --no-restore skipped the stage
+
+
+def test_cli_call_each_stage(lite_stack, assets_dir, demo_face, tmp_path):
+    t = lite_stack.targets
+    clip = tmp_path / "clip.mp4"
+    proc = run_cli("call", "motion", "--target", t.motion, "--face", str(demo_face),
+                   "--out", str(clip), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert probe(clip).width == 512 and not probe(clip).has_audio
+    synced = tmp_path / "synced.mp4"
+    proc = run_cli("call", "lipsync", "--target", t.lipsync, "--video", str(clip), "--audio",
+                   str(assets_dir / "speech_3s.wav"), "--out", str(synced), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert probe(synced).has_audio
+    restored = tmp_path / "restored.png"
+    proc = run_cli("call", "restore", "--target", t.restore[0], "--image", str(demo_face),
+                   "--out", str(restored), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert restored.is_file()
+    proc = run_cli("call", "motion", "--target", t.motion, "--face", str(demo_face),
+                   "--template", "moonwalk", "--out", str(tmp_path / "x.mp4"), timeout=60)
+    assert proc.returncode == 2
+    assert "NOT_FOUND" in proc.stderr and "moonwalk" in proc.stderr
