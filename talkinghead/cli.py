@@ -142,13 +142,12 @@ def print_result(result: dict) -> None:
 def cmd_render(args: argparse.Namespace) -> int:
     """Render in this process against running servers, or servers it starts itself."""
     from talkinghead.local_stack import LocalStack
+    from talkinghead.orchestrator.jobspec import check_inputs
     from talkinghead.orchestrator.pipeline import render_video
     from talkinghead.orchestrator.progress import JobProgress
     from talkinghead.orchestrator.stage_clients import StageTargets
     from talkinghead.progress_view import StageProgressView
     from talkinghead.services.common.logs import configure_logging
-
-    from talkinghead.orchestrator.jobspec import check_inputs
 
     configure_logging("cli", fmt="plain", level="WARNING")
     spec = spec_from_args(args)

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from talkinghead.compositor import probe
 from talkinghead.orchestrator.celery_app import make_app
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from talkinghead.orchestrator.schedule import output_frame_count, pingpong_schedule
 
 
