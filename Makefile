@@ -22,6 +22,7 @@ demo: setup
 	$(BIN)/talkinghead demo --out out/demo.mp4
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 protos: setup

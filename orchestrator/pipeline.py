@@ -181,7 +181,11 @@ def render_video(
             fps=opts.fps,
             clip_frames=len(clip),
             stage_seconds={k: round(v, 3) for k, v in seconds.items()},
-            engines={"motion": header.engine.name},
+            engines={
+                "motion": header.engine.name,
+                "lipsync": lipsync.engine.name if lipsync.engine else "",
+                "restore": fanout.engine_name if fanout else "",
+            },
             restore_chunks=dict(fanout.chunks_per_target) if fanout else {},
         )
         log.info("rendered %s: %d frames in %.2fs", spec.output, n_out, seconds["total"])

@@ -58,6 +58,7 @@ class RestoreFanout:
         self.rest_seconds = rest_seconds
         self.on_chunk_done = on_chunk_done
         self.chunks_per_target: dict[str, int] = {t: 0 for t in self.targets}
+        self.engine_name = ""  # as the replicas report it
 
     def restore(self, frames: Iterable[VideoFrame]) -> Iterator[VideoFrame]:
         """Restored frames, in input order."""
@@ -138,6 +139,8 @@ class RestoreFanout:
                         time.sleep(self.rest_seconds)  # let the others take it
                         continue
                     with cond:
+                        if client.engine is not None:
+                            self.engine_name = client.engine.name
                         results[n] = restored
                         self.chunks_per_target[target] += 1
                         cond.notify_all()

@@ -167,6 +167,7 @@ class LipSyncClient:
         self.target, self.job_id = target, job_id
         self.channel = open_channel(target)
         self.stub = lipsync_pb2_grpc.LipSyncServiceStub(self.channel)
+        self.engine: frames_pb2.EngineInfo | None = None  # known once frames come back
 
     def sync(
         self,
@@ -196,6 +197,8 @@ class LipSyncClient:
         call = self.stub.Sync(requests(), timeout=timeout, metadata=_metadata(self.job_id))
         try:
             for response in call:
+                if response.HasField("engine"):
+                    self.engine = response.engine
                 for f in response.frames:
                     yield frame_from_proto(f)
         except grpc.RpcError as err:
@@ -214,6 +217,7 @@ class RestoreClient:
         self.target, self.job_id = target, job_id
         self.channel = open_channel(target)
         self.stub = restore_pb2_grpc.RestoreServiceStub(self.channel)
+        self.engine: frames_pb2.EngineInfo | None = None  # known once frames come back
 
     def restore(
         self, frames: list[VideoFrame], weight: float = 0.5, timeout: float | None = None
@@ -228,6 +232,8 @@ class RestoreClient:
         for response in self.stub.Restore(
             requests(), timeout=timeout, metadata=_metadata(self.job_id)
         ):
+            if response.HasField("engine"):
+                self.engine = response.engine
             out.extend(frame_from_proto(f) for f in response.frames)
         return out
 

@@ -39,8 +39,10 @@ class Process:
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM, then SIGKILL after ``timeout``; the exit code."""
         if self.popen.poll() is None:
+            # The main process only: a server drains, a Celery worker shuts down warm and
+            # stops its own pool children.
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
+                self.popen.send_signal(signal.SIGTERM)
             try:
                 return self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -149,7 +151,7 @@ class LocalStack:
         for proc in self.processes:
             if proc.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.popen.pid, signal.SIGTERM)
+                    proc.popen.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for proc in self.processes:
             remaining = max(0.1, deadline - time.monotonic())

@@ -72,6 +72,7 @@ def test_render_job_through_celery_and_redis(redis_worker, assets_dir, demo_face
     assert info.faststart
     value = result.result
     assert value["frames"] == 80 and value["output"] == str(out)
+    assert value["engines"] == {"motion": "lite", "lipsync": "lite", "restore": "lite"}
     assert sum(value["restore_chunks"].values()) == 10  # 80 frames in chunks of 8
     assert len(value["restore_chunks"]) == 2  # both replicas were offered work
     # progress was published per stage, with frames done out of total

@@ -219,6 +219,7 @@ def test_stream_limit_gives_resource_exhausted_and_metrics(tmp_path, demo_face):
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
         refused = b'talkinghead_requests_total{code="RESOURCE_EXHAUSTED",method="Sync",stage="lipsync"}'
         assert refused + b" 1.0" in text
+        assert b'talkinghead_ready{engine="lite",stage="lipsync"} 1.0' in text
         channel.close()
     finally:
         stack.stop()

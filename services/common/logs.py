@@ -49,12 +49,16 @@ class JsonFormatter(logging.Formatter):
         self.component = component
 
     def format(self, record: logging.LogRecord) -> str:
+        job = getattr(record, "job", None) or _job.get()
+        data = getattr(record, "data", None)
+        if job == "-" and isinstance(data, dict) and "id" in data:
+            job = str(data["id"])  # Celery's own task lines carry the task id (= job id)
         payload = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "component": self.component,
-            "job": getattr(record, "job", None) or _job.get(),
+            "job": job,
             "stage": getattr(record, "stage", None) or _stage.get(),
             "logger": record.name,
             "msg": record.getMessage(),

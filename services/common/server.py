@@ -134,6 +134,7 @@ def streaming_rpc(method: str) -> Callable:
                                 code = grpc.StatusCode.CANCELLED
                                 log.warning("%s: client cancelled or deadline passed", method)
                                 return
+                            metrics.FRAMES.labels(self.stage).inc(len(response.frames))
                             yield response
                         log.info("%s finished in %.2fs", method, time.perf_counter() - started)
                 except Exception as exc:
