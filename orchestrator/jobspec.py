@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from talkinghead.services.common.audio import DEFAULT_MAX_AUDIO_SECONDS, decode_audio_file
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.motion.template import load_template

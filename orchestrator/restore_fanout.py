@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 import grpc
+
 from talkinghead.orchestrator.stage_clients import RestoreClient, StageFailed
 from talkinghead.services.common.frames import VideoFrame
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from talkinghead.services.common.audio import float_to_pcm_s16le
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.common.logs import JOB_METADATA_KEY

@@ -6,6 +6,7 @@ import logging
 import os
 
 from pydantic import ValidationError
+
 from talkinghead.orchestrator.celery_app import app
 from talkinghead.orchestrator.jobspec import JobSpec, describe_validation_error
 from talkinghead.orchestrator.pipeline import render_video

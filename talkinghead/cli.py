@@ -7,6 +7,7 @@
   talkinghead submit --face F --audio A --card C --out O [--wait]
   talkinghead status JOB
   talkinghead call motion|lipsync|restore …   one stage, directly over gRPC
+  talkinghead loop VIDEO --audio A -o OUT   the ping-pong loop, as a file
   talkinghead templates                  the bundled driving templates
 """
 
@@ -263,6 +264,15 @@ def cmd_templates(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_loop(args: argparse.Namespace) -> int:
+    from talkinghead.loop_video import loop_video
+
+    n = loop_video(Path(args.video), Path(args.out),
+                   audio=Path(args.audio) if args.audio else None, seconds=args.seconds)
+    print(f"wrote {n} frames to {args.out}")
+    return 0
+
+
 # ---------------------------------------------------------------- call one stage
 
 
@@ -348,6 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="lite")
     p.add_argument("--timeout", type=float, default=1800.0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("loop", help="ping-pong loop a video to an audio's length (as a file)")
+    p.add_argument("video")
+    length = p.add_mutually_exclusive_group(required=True)
+    length.add_argument("--audio", help="loop to this audio's length and mux it in")
+    length.add_argument("--seconds", type=float, help="loop to this many seconds")
+    p.add_argument("--out", "-o", required=True)
+    p.set_defaults(func=cmd_loop)
 
     p = sub.add_parser("templates", help="list the bundled driving templates")
     p.set_defaults(func=cmd_templates)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from talkinghead.services.common.audio import ffmpeg_exe, write_wav
 
 from talkinghead.local_stack import LocalStack
+from talkinghead.services.common.audio import ffmpeg_exe, write_wav
 
 DEMO = resources.files("talkinghead.assets.demo")
 REDIS_URL = os.environ.get("TALKINGHEAD_TEST_REDIS", "redis://127.0.0.1:6379/15")

@@ -13,6 +13,7 @@ import cv2
 import imageio_ffmpeg
 import numpy as np
 import pytest
+
 from talkinghead.compositor import (
     EncodeError,
     NewsFrameRenderer,

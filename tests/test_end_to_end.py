@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from talkinghead.compositor import probe
 from talkinghead.orchestrator.celery_app import make_app
 

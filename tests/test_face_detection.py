@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.face_detection import (
     detect_faces,

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 from pydantic import ValidationError
+
 from talkinghead.orchestrator.jobspec import JobSpec, check_inputs, describe_validation_error
 from talkinghead.services.common.errors import InputError, NotFoundError
 

@@ -9,6 +9,7 @@ from importlib import resources
 import numpy as np
 import pytest
 from PIL import Image
+
 from talkinghead.services.common.errors import InputError, NoFaceError
 from talkinghead.services.common.face_detection import largest_face
 from talkinghead.services.common.frames import VideoFrame

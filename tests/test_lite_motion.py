@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+
 from talkinghead.services.common.errors import NoFaceError
 from talkinghead.services.common.face_detection import largest_face
 from talkinghead.services.motion.lite_engine import LiteMotionEngine

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from talkinghead.orchestrator.schedule import output_frame_count, pingpong_schedule
 
 

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from talkinghead.local_stack import LocalStack, cli_command, free_port
 from talkinghead.orchestrator.stage_clients import (
     LipSyncClient,
     MotionClient,
@@ -24,8 +26,6 @@ from talkinghead.orchestrator.stage_clients import (
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.motion.options import MotionOptions
 from talkinghead.v1 import frames_pb2, lipsync_pb2, lipsync_pb2_grpc, motion_pb2, motion_pb2_grpc
-
-from talkinghead.local_stack import LocalStack, cli_command, free_port
 
 
 def list_services(target: str) -> set[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
+
 from talkinghead.services.common.errors import InputError
 
 SAMPLE_RATE = 16_000

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.frames import FaceGeometry
 

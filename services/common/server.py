@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from talkinghead.services.common import metrics
 from talkinghead.services.common.errors import InputError, NotFoundError, WeightsError
 from talkinghead.services.common.logs import JOB_METADATA_KEY, job_context

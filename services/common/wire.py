@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.frames import FaceGeometry, VideoFrame
 from talkinghead.v1 import frames_pb2

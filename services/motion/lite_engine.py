@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from talkinghead.services.common.errors import InputError, NoFaceError
 from talkinghead.services.common.face_detection import largest_face
 from talkinghead.services.common.frames import FaceGeometry, VideoFrame

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from talkinghead.services.common.chunking import chunked
 from talkinghead.services.common.engines import choose_engine
 from talkinghead.services.common.errors import InputError, NotFoundError

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
 from talkinghead.services.common.errors import InputError, NotFoundError
 
 BUNDLED_TEMPLATES = "talkinghead.assets.templates"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.face_detection import detect_faces
 from talkinghead.services.common.frames import FaceGeometry, VideoFrame
