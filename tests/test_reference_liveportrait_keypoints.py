@@ -1,0 +1,58 @@
+"""LivePortrait's keypoint math against frame_e2e.npz (no networks needed for this part)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from talkinghead.services.motion.keypoints import DrivingFrame, KeypointInfo, driving_keypoints
+from talkinghead.services.motion.template import load_template
+from tests.reference_pack import assert_close, fixture
+
+pytestmark = pytest.mark.reference
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def e2e():
+    return fixture("liveportrait/frame_e2e.npz")
+
+
+def source_info(e2e) -> KeypointInfo:
+    heads = {k: torch.from_numpy(e2e[f"source_kp_info_{k}"])
+             for k in ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")}
+    return KeypointInfo.from_heads(heads)
+
+
+def test_pose_bins_rotation_and_source_keypoints(e2e):
+    info = source_info(e2e)
+    assert_close(info.pitch, e2e["pitch_deg"], ATOL, "pitch_deg")
+    assert_close(info.yaw, e2e["yaw_deg"], ATOL, "yaw_deg")
+    assert_close(info.roll, e2e["roll_deg"], ATOL, "roll_deg")
+    assert_close(info.R, e2e["R_s"], ATOL, "R_s")
+    assert_close(info.canonical, e2e["x_c_s"], ATOL, "x_c_s")
+    assert_close(info.keypoints(), e2e["x_s"], ATOL, "x_s")
+
+
+def test_relative_driving_keypoints_from_the_template(e2e):
+    template = load_template(str(e2e["template"]))
+    i = int(e2e["template_frame"])
+    assert_close(template.R[0][None], e2e["R_d0"], 1e-6, "R_d0 is the bundled template's")
+    assert_close(template.R[i][None], e2e["R_di"], 1e-6, "R_di is the bundled template's")
+
+    def frame(k: int) -> DrivingFrame:
+        return DrivingFrame(
+            R=torch.from_numpy(template.R[k][None]),
+            exp=torch.from_numpy(template.exp[k][None]),
+            scale=torch.from_numpy(template.scale[k][None]),
+            t=torch.from_numpy(template.t[k][None]),
+        )
+
+    x_d, parts = driving_keypoints(source_info(e2e), frame(i), frame(0), relative=True)
+    for name in ("R_new", "delta_new", "scale_new", "t_new"):
+        assert_close(parts[name], e2e[name], ATOL, name)
+    assert_close(x_d, e2e["x_d"], ATOL, "x_d")
+    # a wrong composition order would be far off: the test can fail
+    wrong = source_info(e2e).R @ (frame(i).R @ frame(0).R.transpose(1, 2))
+    assert np.abs(wrong.numpy() - e2e["R_new"]).max() > 1e-3
