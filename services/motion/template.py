@@ -109,10 +109,14 @@ def bundled_template_names() -> list[str]:
 
 
 def load_template(name_or_path: str, extra_dirs: list[Path] | None = None) -> MotionTemplate:
-    """A bundled template by name, one from ``extra_dirs`` by name, or a .npz path."""
+    """A bundled template by name, one from ``extra_dirs`` by name, or a .npz / official .pkl path."""
     path = Path(name_or_path)
     if path.suffix == ".npz" and path.is_file():
         return template_from_npz(path.read_bytes(), name=path.stem)
+    if path.suffix == ".pkl" and path.is_file():
+        from talkinghead.services.motion.template_pickle import template_from_pkl
+
+        return template_from_pkl(path.read_bytes(), name=path.stem)
     for folder in extra_dirs or []:
         candidate = Path(folder) / f"{name_or_path}.npz"
         if candidate.is_file():
