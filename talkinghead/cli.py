@@ -9,6 +9,7 @@
   talkinghead call motion|lipsync|restore …   one stage, directly over gRPC
   talkinghead loop VIDEO --audio A -o OUT   the ping-pong loop, as a file
   talkinghead templates                  the bundled driving templates
+  talkinghead weights list|verify|write-deterministic --weights DIR
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ class CliError(Exception):
 # ---------------------------------------------------------------- serve / worker
 
 
+def weights_dir(flag: str | None) -> Path | None:
+    """--weights, else TALKINGHEAD_WEIGHTS_DIR, else none (engines fall back to lite)."""
+    value = flag or os.environ.get("TALKINGHEAD_WEIGHTS_DIR")
+    return Path(value).expanduser() if value else None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from talkinghead.services.common.logs import configure_logging
     from talkinghead.services.common.server import ServerSettings
@@ -50,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_port=port + 1000 if args.metrics_port is None else args.metrics_port,
         engine=args.engine,
         device=args.device,
-        weights_dir=Path(args.weights) if args.weights else None,
+        weights_dir=weights_dir(args.weights),
         max_message_bytes=args.max_message_mb * 1024 * 1024,
         max_streams=args.max_streams,
         grace_seconds=args.grace,
@@ -273,6 +280,12 @@ def cmd_loop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    from talkinghead import weights_cli
+
+    return weights_cli.run(args, weights_dir(args.weights))
+
+
 # ---------------------------------------------------------------- call one stage
 
 
@@ -367,6 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", required=True)
     p.set_defaults(func=cmd_loop)
 
+    p = sub.add_parser("weights", help="the checkpoint files each neural engine expects")
+    p.add_argument("action", choices=["list", "verify", "write-deterministic"],
+                   help="list: expected files and which are present; verify: load each "
+                   "into its network; write-deterministic: write the reference packs' "
+                   "deterministic weights in the official layout (benchmarks, tests)")
+    p.add_argument("--weights", help="weights directory (default TALKINGHEAD_WEIGHTS_DIR)")
+    p.add_argument("--salt", default="talkinghead-a", help="(write-deterministic) weight salt")
+    p.set_defaults(func=cmd_weights)
+
     p = sub.add_parser("templates", help="list the bundled driving templates")
     p.set_defaults(func=cmd_templates)
 
@@ -379,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from talkinghead.orchestrator.stage_clients import StageFailed, StageUnavailable
-    from talkinghead.services.common.errors import InputError
+    from talkinghead.services.common.errors import InputError, WeightsError
 
     try:
         return args.func(args) or 0
@@ -389,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except WeightsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except (StageFailed, StageUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT if getattr(exc, "code", None) and exc.code.name in (

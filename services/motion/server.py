@@ -116,8 +116,14 @@ class MotionServicer(motion_pb2_grpc.MotionServiceServicer):
 def load_motion_engine(settings: ServerSettings):
     from talkinghead.services.motion.lite_engine import LiteMotionEngine
 
+    def liveportrait(device: str):
+        from talkinghead.services.motion.liveportrait_engine import LivePortraitEngine
+
+        return LivePortraitEngine(settings.weights_dir, device, settings.batch_size)
+
     return choose_engine(
-        "motion", settings.engine, settings.device, "liveportrait", LiteMotionEngine
+        "motion", settings.engine, settings.device, "liveportrait", LiteMotionEngine,
+        liveportrait,
     )
 
 

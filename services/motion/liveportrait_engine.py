@@ -1,0 +1,133 @@
+"""The neural motion engine: LivePortrait image animation (Guo et al., 2024).
+
+Per request, once: detect the face, cut the 256 px crop, compute the appearance feature
+volume f_s = F(crop) and the source keypoints x_s from M(crop). Per template frame, in
+batches: move the keypoints by the template's motion (relative to its first frame),
+stitch, warp f_s with W, decode with G to 512 px, and paste the result back into the
+photo. Frames carry the face geometry and crop transform, so later stages do not detect
+the face again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from talkinghead.services.common.errors import InputError, NoFaceError, WeightsError
+from talkinghead.services.common.face_detection import largest_face
+from talkinghead.services.common.frames import FaceGeometry, VideoFrame
+from talkinghead.services.motion.face_crop import NETWORK_SIZE, FaceCrop, crop_for_face, paste_back
+from talkinghead.services.motion.keypoints import (
+    DrivingFrame,
+    KeypointInfo,
+    apply_stitching,
+    driving_keypoints,
+)
+from talkinghead.services.motion.options import MotionOptions
+from talkinghead.services.motion.template import MotionTemplate
+
+log = logging.getLogger(__name__)
+
+
+def to_tensor(image: np.ndarray, device: str, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 HWC RGB → [1, 3, H, W] in 0..1."""
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+    return t.to(device=device, dtype=dtype) / 255.0
+
+
+def to_images(batch: torch.Tensor) -> np.ndarray:
+    """[B, 3, H, W] in 0..1 → uint8 [B, H, W, 3]."""
+    return (batch.float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def template_frames(template: MotionTemplate, index: slice, device: str) -> DrivingFrame:
+    def grab(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a[index])).to(device=device, dtype=torch.float32)
+
+    return DrivingFrame(R=grab(template.R), exp=grab(template.exp), scale=grab(template.scale),
+                        t=grab(template.t))
+
+
+class LivePortraitEngine:
+    name = "liveportrait"
+
+    def __init__(self, weights_dir: Path | None, device: str, batch_size: int = 4,
+                 half: bool = True):
+        from talkinghead.services.motion.liveportrait_weights import load_networks
+
+        if weights_dir is None:
+            raise WeightsError("no weights directory given (--weights or TALKINGHEAD_WEIGHTS_DIR)")
+        self.device = device
+        # Half precision only where the hardware does it natively; the networks stay in
+        # fp32 on CPU. (The keypoint maths always runs in fp32.)
+        self.dtype = torch.float16 if half and device in ("cuda", "mps") else torch.float32
+        self.batch_size = max(1, batch_size)
+        self.nets = load_networks(Path(weights_dir)).to(device, self.dtype)
+        self.fingerprint = f"liveportrait-{self.nets.fingerprint}"
+
+    @torch.inference_mode()
+    def warmup(self) -> None:
+        """One small pass through every network (they are fully convolutional)."""
+        crop = np.full((64, 64, 3), 128, np.uint8)
+        source = self._source(crop)
+        self._render(source, source["x_s"], source["x_s"])
+
+    def prepare(self, photo: np.ndarray) -> FaceGeometry:
+        face = largest_face(photo)
+        if face is None:
+            raise NoFaceError("no face found in the photo")
+        return face
+
+    def _source(self, crop: np.ndarray) -> dict:
+        x = to_tensor(crop, self.device, self.dtype)
+        feature = self.nets.appearance(x)
+        heads = self.nets.motion(x)
+        heads = {k: v.float() for k, v in _as_dict(heads).items()}
+        info = KeypointInfo.from_heads(heads)
+        return {"f_s": feature, "info": info, "x_s": info.keypoints()}
+
+    def _render(self, source: dict, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
+        batch = x_d.shape[0]
+        feature = source["f_s"].expand(batch, *source["f_s"].shape[1:])
+        warped = self.nets.warping(feature, x_s.to(self.dtype), x_d.to(self.dtype))
+        out = warped["out"] if isinstance(warped, dict) else warped.out
+        return self.nets.generator(out)
+
+    @torch.inference_mode()
+    def animate(self, photo: np.ndarray, template: MotionTemplate,
+                options: MotionOptions) -> Iterator[VideoFrame]:
+        if options.eye_retargeting or options.lip_retargeting:
+            raise InputError("eye/lip retargeting needs the driving eye/lip ratios and the "
+                             "203-point landmark model; not supported by this engine yet")
+        face = self.prepare(photo)
+        crop: FaceCrop = crop_for_face(face, NETWORK_SIZE)
+        source = self._source(crop.cut(photo))
+        x_s = source["x_s"]
+        first = template_frames(template, slice(0, 1), self.device)
+        geometry = FaceGeometry(box=face.box, landmarks=face.landmarks,
+                                crop_transform=crop.matrix.astype(np.float32), crop_size=crop.size)
+        for start in range(0, template.n_frames, self.batch_size):
+            stop = min(start + self.batch_size, template.n_frames)
+            frames = template_frames(template, slice(start, stop), self.device)
+            if options.expression_multiplier != 1.0:
+                frames.exp = first.exp + (frames.exp - first.exp) * options.expression_multiplier
+            x_d, _ = driving_keypoints(source["info"], frames, first, options.relative_motion)
+            x_s_batch = x_s.expand(x_d.shape[0], -1, -1)
+            if options.stitching:
+                x_d, _ = apply_stitching(x_s_batch, x_d, self._stitching)
+            images = to_images(self._render(source, x_s_batch, x_d))
+            for offset, image in enumerate(images):
+                yield VideoFrame(start + offset, paste_back(photo, image, crop), geometry)
+
+    def _stitching(self, x: torch.Tensor) -> torch.Tensor:
+        return self.nets.stitching(x.to(self.dtype)).float()
+
+
+def _as_dict(heads) -> dict[str, torch.Tensor]:
+    if isinstance(heads, dict):
+        return heads
+    return {k: getattr(heads, k) for k in ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")}
