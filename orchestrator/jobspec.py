@@ -54,6 +54,7 @@ class RenderOptions(BaseModel):
     crf: int = Field(default=20, ge=0, le=51)
     preset: str = "veryfast"
     restore_chunk_frames: int = Field(default=16, ge=1, le=256)
+    motion_cache: bool = True  # reuse the motion clip of an earlier job (same face, template)
 
 
 class JobSpec(BaseModel):

@@ -1,7 +1,8 @@
 """One render, stage by stage: the order a frame travels in.
 
   1. check the inputs (files decode, audio within limits, template known, output writable)
-  2. motion:  photo + template → motion clip (about 5 s, with face geometry per frame)
+  2. motion:  photo + template → motion clip (about 5 s, with face geometry per frame),
+              or the same clip from the cache when this presenter was rendered before
   3. loop:    ping-pong schedule of clip frames covering the audio
   4. lipsync: scheduled frames + audio → mouth in sync       ┐ streamed: the stages
   5. restore: fanned out over every replica, order kept       │ overlap, frames never
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from talkinghead.compositor import NewsFrameRenderer, NewsLayout, NewsScene, VideoEncoder
 from talkinghead.orchestrator.jobspec import JobSpec, check_inputs
+from talkinghead.orchestrator.motion_cache import MotionClipCache, clip_key
 from talkinghead.orchestrator.progress import JobProgress
 from talkinghead.orchestrator.restore_fanout import RestoreFanout
 from talkinghead.orchestrator.schedule import output_frame_count, pingpong_schedule
@@ -32,6 +34,7 @@ from talkinghead.services.common.audio import SAMPLE_RATE
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.common.logs import job_context
 from talkinghead.services.motion.options import MotionOptions
+from talkinghead.services.motion.template import load_template
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ class RenderResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     engines: dict[str, str] = field(default_factory=dict)
     restore_chunks: dict[str, int] = field(default_factory=dict)
+    cache_hits: dict[str, bool] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,15 +77,72 @@ def wait_for_stages(targets: StageTargets, timeout: float) -> None:
             channel.close()
 
 
+def motion_clip(
+    spec: JobSpec, targets: StageTargets, progress: JobProgress, cache: MotionClipCache | None
+) -> tuple[list[VideoFrame], str, bool]:
+    """(clip, engine name, cache hit): the presenter's motion clip for this job."""
+    opts = spec.options
+    options = MotionOptions(
+        fps=opts.fps,
+        max_side=opts.max_side,
+        relative_motion=opts.relative_motion,
+        expression_multiplier=opts.expression_multiplier,
+    )
+    template = load_template(spec.template)
+    face_bytes = Path(spec.face).read_bytes()
+    # a template given as a file travels with the request; a name is the server's own
+    template_arg: str | bytes = spec.template
+    if Path(spec.template).suffix in (".npz", ".pkl") and Path(spec.template).is_file():
+        template_arg = template_as_npz(template)
+    motion = MotionClient(targets.motion, spec.job_id)
+    try:
+        key = None
+        if cache is not None:
+            engine = motion.engine_info()
+            key = clip_key(face_bytes, template, options, f"{engine.name}:{engine.fingerprint}")
+            clip = cache.get(key)
+            if clip is not None:
+                return clip, engine.name, True
+        progress.start("motion", 0)
+        clip, header = motion.animate(
+            face_bytes, template_arg, options,
+            on_frame=lambda done, total: (
+                progress.set_total("motion", total), progress.advance("motion", 0)
+            ),
+        )
+    finally:
+        motion.close()
+    if cache is not None and key is not None:
+        cache.put(key, clip, {"engine": header.engine.name, "template": template.name,
+                              "fingerprint": header.engine.fingerprint})
+    return clip, header.engine.name, False
+
+
+def template_as_npz(template) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, scale=template.scale, R=template.R, exp=template.exp, t=template.t,
+             fps=np.asarray(template.fps))
+    return buffer.getvalue()
+
+
 def render_video(
     spec: JobSpec,
     targets: StageTargets,
     progress: JobProgress | None = None,
     serving_timeout: float = 120.0,
+    cache: MotionClipCache | None = None,
 ) -> RenderResult:
     """Render ``spec`` through the model servers at ``targets``; returns what was made."""
     progress = progress or JobProgress(spec.job_id)
     opts = spec.options
+    if cache is None and opts.motion_cache:
+        cache = MotionClipCache()
+    if not opts.motion_cache:
+        cache = None
     seconds: dict[str, float] = {}
     with job_context(spec.job_id, "orchestrator"):
         t0 = time.perf_counter()
@@ -93,30 +154,14 @@ def render_video(
         wait_for_stages(targets, serving_timeout)
         seconds["validate"] = time.perf_counter() - t0
 
-        # 2. motion clip
+        # 2. motion clip: from the cache, or rendered once and stored
         t = time.perf_counter()
-        motion = MotionClient(targets.motion, spec.job_id)
-        progress.start("motion", 0)
-        try:
-            clip, header = motion.animate(
-                Path(spec.face).read_bytes(),
-                spec.template,
-                MotionOptions(
-                    fps=opts.fps,
-                    max_side=opts.max_side,
-                    relative_motion=opts.relative_motion,
-                    expression_multiplier=opts.expression_multiplier,
-                ),
-                on_frame=lambda done, total: (
-                    progress.set_total("motion", total), progress.advance("motion", 0)
-                ),
-            )
-        finally:
-            motion.close()
+        clip, engine_name, cache_hit = motion_clip(spec, targets, progress, cache)
         progress.set_total("motion", len(clip))
         progress.finish("motion")
         seconds["motion"] = time.perf_counter() - t
-        log.info("motion clip: %d frames in %.2fs", len(clip), seconds["motion"])
+        log.info("motion clip: %d frames in %.2fs (cache %s)", len(clip), seconds["motion"],
+                 "hit" if cache_hit else "miss")
 
         # 3. the loop, as indices
         schedule = pingpong_schedule(len(clip), n_out)
@@ -182,11 +227,12 @@ def render_video(
             clip_frames=len(clip),
             stage_seconds={k: round(v, 3) for k, v in seconds.items()},
             engines={
-                "motion": header.engine.name,
+                "motion": engine_name,
                 "lipsync": lipsync.engine.name if lipsync.engine else "",
                 "restore": fanout.engine_name if fanout else "",
             },
             restore_chunks=dict(fanout.chunks_per_target) if fanout else {},
+            cache_hits={"motion": cache_hit},
         )
         log.info("rendered %s: %d frames in %.2fs", spec.output, n_out, seconds["total"])
         return result

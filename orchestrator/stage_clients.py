@@ -156,6 +156,14 @@ class MotionClient:
             )
         return frames, header
 
+    def engine_info(self) -> frames_pb2.EngineInfo:
+        try:
+            reply = self.stub.GetEngineInfo(motion_pb2.GetEngineInfoRequest(), timeout=10,
+                                            metadata=_metadata(self.job_id))
+        except grpc.RpcError as err:
+            raise stage_failed("motion", err) from err
+        return reply.engine
+
     def list_templates(self) -> list[motion_pb2.TemplateInfo]:
         return list(self.stub.ListTemplates(motion_pb2.ListTemplatesRequest(), timeout=10).templates)
 

@@ -20,6 +20,21 @@ DEMO = resources.files("talkinghead.assets.demo")
 REDIS_URL = os.environ.get("TALKINGHEAD_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_state(tmp_path_factory):
+    """Caches and the embedded broker in temporary folders, for this process and children."""
+    root = tmp_path_factory.mktemp("state")
+    saved = {k: os.environ.get(k) for k in ("TALKINGHEAD_CACHE_DIR", "TALKINGHEAD_STATE_DIR")}
+    os.environ["TALKINGHEAD_CACHE_DIR"] = str(root / "motion-clips")
+    os.environ["TALKINGHEAD_STATE_DIR"] = str(root / "celery")
+    yield root
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def demo_face() -> Path:
     return Path(str(DEMO / "face.jpg"))

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
+import grpc
 import numpy as np
 
 from talkinghead.services.common.chunking import chunked
@@ -97,6 +98,11 @@ class MotionServicer(motion_pb2_grpc.MotionServiceServicer):
                 frames=[frame_to_proto(f) for f in group],
                 engine=self.engine_info() if i == 0 else None,
             )
+
+    def GetEngineInfo(self, request, context) -> motion_pb2.GetEngineInfoResponse:
+        if self.engine is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "motion server is still loading its model")
+        return motion_pb2.GetEngineInfoResponse(engine=self.engine_info())
 
     def ListTemplates(self, request, context) -> motion_pb2.ListTemplatesResponse:
         names = set(bundled_template_names())

@@ -45,6 +45,11 @@ class MotionServiceStub:
                 request_serializer=talkinghead_dot_v1_dot_motion__pb2.ListTemplatesRequest.SerializeToString,
                 response_deserializer=talkinghead_dot_v1_dot_motion__pb2.ListTemplatesResponse.FromString,
                 _registered_method=True)
+        self.GetEngineInfo = channel.unary_unary(
+                '/talkinghead.v1.MotionService/GetEngineInfo',
+                request_serializer=talkinghead_dot_v1_dot_motion__pb2.GetEngineInfoRequest.SerializeToString,
+                response_deserializer=talkinghead_dot_v1_dot_motion__pb2.GetEngineInfoResponse.FromString,
+                _registered_method=True)
 
 
 class MotionServiceServicer:
@@ -65,6 +70,13 @@ class MotionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetEngineInfo(self, request, context):
+        """The engine serving Animate, with its weights fingerprint (the motion-clip cache key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MotionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +89,11 @@ def add_MotionServiceServicer_to_server(servicer, server):
                     servicer.ListTemplates,
                     request_deserializer=talkinghead_dot_v1_dot_motion__pb2.ListTemplatesRequest.FromString,
                     response_serializer=talkinghead_dot_v1_dot_motion__pb2.ListTemplatesResponse.SerializeToString,
+            ),
+            'GetEngineInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEngineInfo,
+                    request_deserializer=talkinghead_dot_v1_dot_motion__pb2.GetEngineInfoRequest.FromString,
+                    response_serializer=talkinghead_dot_v1_dot_motion__pb2.GetEngineInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +151,33 @@ class MotionService:
             '/talkinghead.v1.MotionService/ListTemplates',
             talkinghead_dot_v1_dot_motion__pb2.ListTemplatesRequest.SerializeToString,
             talkinghead_dot_v1_dot_motion__pb2.ListTemplatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEngineInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/talkinghead.v1.MotionService/GetEngineInfo',
+            talkinghead_dot_v1_dot_motion__pb2.GetEngineInfoRequest.SerializeToString,
+            talkinghead_dot_v1_dot_motion__pb2.GetEngineInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,
