@@ -9,6 +9,7 @@
   talkinghead call motion|lipsync|restore …   one stage, directly over gRPC
   talkinghead loop VIDEO --audio A -o OUT   the ping-pong loop, as a file
   talkinghead templates                  the bundled driving templates
+  talkinghead template extract VIDEO -o NAME.npz   a template from a driving video
   talkinghead weights list|verify|write-deterministic --weights DIR
 """
 
@@ -262,6 +263,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_template_extract(args: argparse.Namespace) -> int:
+    """Driving template from a video, with LivePortrait's motion extractor."""
+    from talkinghead.services.common.checkpoints import load_strict, read_checkpoint
+    from talkinghead.services.common.device import resolve_device
+    from talkinghead.services.common.errors import WeightsError
+    from talkinghead.services.motion import liveportrait_weights as lp
+    from talkinghead.services.motion.networks.motion_extractor import (
+        MotionExtractor,
+        motion_keys_from_official,
+    )
+    from talkinghead.services.motion.template_extract import extract_template, save_template
+
+    root = weights_dir(args.weights)
+    if root is None:
+        raise WeightsError("template extract needs the motion extractor: give --weights DIR")
+    path = root / lp.FILES["motion_extractor"]
+    device = resolve_device(args.device)
+    net = load_strict(MotionExtractor(), motion_keys_from_official(read_checkpoint(path)),
+                      str(path)).to(device).eval()
+    arrays = extract_template(
+        Path(args.video), net, device, max_frames=args.max_frames,
+        on_progress=lambda done, total: print(f"\rframes {done}/{total}", end="",
+                                              file=sys.stderr),
+    )
+    print(file=sys.stderr)
+    save_template(arrays, Path(args.out))
+    print(f"wrote {args.out}: {int(arrays['n_frames'])} frames at {float(arrays['fps']):g} fps")
+    return 0
+
+
 def cmd_templates(args: argparse.Namespace) -> int:
     from talkinghead.services.motion.template import bundled_template_names, load_template
 
@@ -388,6 +419,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weights directory (default TALKINGHEAD_WEIGHTS_DIR)")
     p.add_argument("--salt", default="talkinghead-a", help="(write-deterministic) weight salt")
     p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("template", help="driving templates: extract one from a video")
+    tsub = p.add_subparsers(dest="template_command", required=True)
+    e = tsub.add_parser("extract", help="VIDEO → NAME.npz with LivePortrait's motion extractor")
+    e.add_argument("video")
+    e.add_argument("--out", "-o", required=True, help="output .npz")
+    e.add_argument("--weights", help="weights directory (default TALKINGHEAD_WEIGHTS_DIR)")
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    e.add_argument("--max-frames", type=int, help="only the first N frames (previews, tests)")
+    e.set_defaults(func=cmd_template_extract)
 
     p = sub.add_parser("templates", help="list the bundled driving templates")
     p.set_defaults(func=cmd_templates)
