@@ -73,12 +73,15 @@ class StageGate:
         self.max_streams = max_streams
         self.ready = threading.Event()
         self.draining = False
+        self.failure: str | None = None  # why the engine could not load (weights)
         self._slots = threading.BoundedSemaphore(max_streams)
 
     @contextlib.contextmanager
     def admit(self, context: grpc.ServicerContext) -> Iterator[None]:
         if self.draining:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.stage} server is shutting down")
+        if self.failure is not None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.failure)
         if not self.ready.is_set():
             context.abort(
                 grpc.StatusCode.UNAVAILABLE, f"{self.stage} server is still loading its model"
@@ -242,6 +245,11 @@ class ModelServer:
         self.start()
         try:
             self.load()
+        except WeightsError as exc:
+            # Stay up, NOT_SERVING, answering FAILED_PRECONDITION with the reason: the
+            # operator sees it in health checks, logs and every caller's error.
+            self.gate.failure = f"{self.settings.stage} engine unavailable: {exc}"
+            log.error("%s", self.gate.failure)
         except Exception:
             log.exception("engine failed to load; shutting down")
             self.server.stop(0)

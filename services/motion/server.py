@@ -100,6 +100,8 @@ class MotionServicer(motion_pb2_grpc.MotionServiceServicer):
             )
 
     def GetEngineInfo(self, request, context) -> motion_pb2.GetEngineInfoResponse:
+        if self.gate.failure is not None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.gate.failure)
         if self.engine is None:
             context.abort(grpc.StatusCode.UNAVAILABLE, "motion server is still loading its model")
         return motion_pb2.GetEngineInfoResponse(engine=self.engine_info())
