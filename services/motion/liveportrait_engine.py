@@ -71,8 +71,9 @@ class LivePortraitEngine:
 
     @torch.inference_mode()
     def warmup(self) -> None:
-        """One small pass through every network (they are fully convolutional)."""
-        crop = np.full((64, 64, 3), 128, np.uint8)
+        """One small pass through every network (they are fully convolutional; the dense
+        motion hourglass pools five times, so 128 px is the smallest crop it takes)."""
+        crop = np.full((128, 128, 3), 128, np.uint8)
         source = self._source(crop)
         self._render(source, source["x_s"], source["x_s"])
 

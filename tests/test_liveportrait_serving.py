@@ -1,0 +1,116 @@
+"""The motion server with the LivePortrait engine on deterministic weights in the official
+layout: it loads, animates the demo face, and names a missing or mismatched checkpoint."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import grpc
+import numpy as np
+import pytest
+import torch
+
+from talkinghead.local_stack import LocalStack, free_port
+from talkinghead.orchestrator.stage_clients import MotionClient, open_channel, wait_for_serving
+from talkinghead.services.motion import liveportrait_weights as lp
+from talkinghead.services.motion.options import MotionOptions
+from talkinghead.services.motion.template import load_template
+from talkinghead.v1 import motion_pb2, motion_pb2_grpc
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    root = tmp_path_factory.mktemp("weights")
+    lp.write_deterministic_checkpoints(root, "talkinghead-a")
+    return root
+
+
+def serve_motion(stack: LocalStack, weights_dir, name: str) -> str:
+    port = free_port()
+    stack.start_server("motion", port, name, "--weights", str(weights_dir), "--batch-size", "2")
+    return f"127.0.0.1:{port}"
+
+
+def two_frame_template() -> bytes:
+    talking = load_template("talking")
+    buffer = io.BytesIO()
+    np.savez(buffer, scale=talking.scale[38:41:2], R=talking.R[38:41:2], exp=talking.exp[38:41:2],
+             t=talking.t[38:41:2], fps=np.asarray(talking.fps))
+    return buffer.getvalue()
+
+
+def test_official_layout_files(weights):
+    for relative in lp.FILES.values():
+        assert (weights / relative).is_file(), relative
+    stitching = torch.load(weights / lp.FILES["stitching_retargeting_module"], weights_only=True)
+    assert set(stitching) == {"retarget_shoulder", "retarget_mouth", "retarget_eye"}
+
+
+def test_serves_and_animates_the_demo_face(weights, demo_face, tmp_path):
+    stack = LocalStack(tmp_path, engine="liveportrait")
+    try:
+        target = serve_motion(stack, weights, "motion-lp")
+        channel = open_channel(target)
+        wait_for_serving(channel, "motion", target, 120)
+        channel.close()
+        client = MotionClient(target, "test-lp")
+        info = client.engine_info()
+        assert info.name == "liveportrait" and info.fingerprint.startswith("liveportrait-")
+        frames, header = client.animate(demo_face.read_bytes(), two_frame_template(),
+                                        MotionOptions(fps=20.0), timeout=600)
+        client.close()
+        assert header.engine.name == "liveportrait"
+        assert len(frames) == 2 and frames[0].image.shape == (512, 512, 3)
+        face = frames[0].face
+        assert face is not None and face.crop_size == 256 and face.crop_transform.shape == (2, 3)
+        photo = frames[0].image.astype(int)
+        # the animated crop was pasted into the face region, the corners are the photo's own
+        import cv2
+
+        original = cv2.cvtColor(cv2.imread(str(demo_face)), cv2.COLOR_BGR2RGB).astype(int)
+        x0, y0, x1, y1 = (int(v) for v in face.box)
+        assert np.abs(photo[y0:y1, x0:x1] - original[y0:y1, x0:x1]).mean() > 5
+        assert np.abs(photo[:20, -20:] - original[:20, -20:]).max() <= 1
+    finally:
+        stack.stop()
+
+
+def test_missing_or_mismatched_checkpoint_is_named(weights, tmp_path, demo_face):
+    broken = tmp_path / "weights"
+    subprocess.run(["cp", "-r", str(weights), str(broken)], check=True)
+    (broken / lp.FILES["spade_generator"]).unlink()
+    state = torch.load(broken / lp.FILES["warping_module"], weights_only=True)
+    state["fourth.weight"] = torch.zeros(3, 3)
+    torch.save(state, broken / lp.FILES["warping_module"])
+
+    verify = subprocess.run([sys.executable, "-m", "talkinghead.cli", "weights", "verify",
+                             "--weights", str(broken)], capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 1
+    assert "warping_module.pth: tensor 'fourth.weight' has shape (3, 3)" in verify.stderr
+
+    (broken / lp.FILES["warping_module"]).unlink()
+    stack = LocalStack(tmp_path / "logs", engine="liveportrait")
+    try:
+        target = serve_motion(stack, broken, "motion-broken")
+        channel = open_channel(target)
+        stub = motion_pb2_grpc.MotionServiceStub(channel)
+        request = motion_pb2.AnimateRequest(image=demo_face.read_bytes(), template_name="talking")
+        error = None
+        for _ in range(100):  # until the load has failed
+            try:
+                list(stub.Animate(request, timeout=5))
+            except grpc.RpcError as err:
+                error = err
+                if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    break
+            import time
+
+            time.sleep(0.2)
+        channel.close()
+        assert error is not None and error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "missing weights file" in error.details()
+        assert "base_models/" in error.details()
+    finally:
+        stack.stop()
