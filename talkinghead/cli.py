@@ -282,12 +282,16 @@ def cmd_template_extract(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     net = load_strict(MotionExtractor(), motion_keys_from_official(read_checkpoint(path)),
                       str(path)).to(device).eval()
-    arrays = extract_template(
-        Path(args.video), net, device, max_frames=args.max_frames,
-        on_progress=lambda done, total: print(f"\rframes {done}/{total}", end="",
-                                              file=sys.stderr),
-    )
-    print(file=sys.stderr)
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\rtemplate extract: frames {done}/{total}", end="", file=sys.stderr)
+        elif done == total or done % 64 == 0:
+            print(f"template extract: frames {done}/{total}", file=sys.stderr)
+
+    arrays = extract_template(Path(args.video), net, device, max_frames=args.max_frames,
+                              on_progress=progress)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
     save_template(arrays, Path(args.out))
     print(f"wrote {args.out}: {int(arrays['n_frames'])} frames at {float(arrays['fps']):g} fps")
     return 0
