@@ -13,7 +13,7 @@ from talkinghead.services.motion import liveportrait_weights as lp
 from talkinghead.services.motion.template import load_template
 from tests.reference_pack import require
 
-pytestmark = pytest.mark.reference
+# Not an equivalence test (no -m reference), but it needs the pack's driving video.
 
 
 def test_extract_d13(tmp_path):
