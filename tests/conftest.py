@@ -41,6 +41,21 @@ def demo_face() -> Path:
 
 
 @pytest.fixture(scope="session")
+def photo(demo_face) -> np.ndarray:
+    """The demo face photo as an RGB array."""
+    import cv2
+
+    return cv2.cvtColor(cv2.imread(str(demo_face)), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="session")
+def face(photo):
+    from talkinghead.services.common.face_detection import largest_face
+
+    return largest_face(photo)
+
+
+@pytest.fixture(scope="session")
 def demo_card() -> dict:
     return json.loads((DEMO / "card.json").read_text())
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
-import time
 import wave
 from pathlib import Path
 
@@ -273,16 +272,6 @@ def test_logo_image_replaces_channel_name(tmp_path):
     frame = NewsFrameRenderer(sample_scene(logo_path=logo), LAYOUT, FPS).static_frame
     pixels = region(frame, LAYOUT.logo).reshape(-1, 3)
     assert (pixels == (0, 255, 0)).all(axis=1).sum() > 5000
-
-
-def test_render_is_cheap(renderer):
-    head = two_tone_head()
-    timings = []
-    for index in range(60):
-        start = time.perf_counter()
-        renderer.render(head, index)
-        timings.append(time.perf_counter() - start)
-    assert np.median(timings) < 0.02  # the target is well under 10 ms; leave CI some slack
 
 
 def test_render_rejects_non_image_head(renderer):

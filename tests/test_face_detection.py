@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
 
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.face_detection import (
@@ -21,13 +19,6 @@ from talkinghead.services.common.face_detection import (
 # Where frontalface_default finds the demo face (x, y, w, h), and two hand-measured points.
 DEMO_BOX = (178, 67, 92, 92)
 DEMO_EYES = np.array([[203, 102], [246, 102]], np.float32)
-
-
-@pytest.fixture(scope="module")
-def photo() -> np.ndarray:
-    path = resources.files("talkinghead.assets.demo").joinpath("face.jpg")
-    with resources.as_file(path) as p:
-        return np.asarray(Image.open(p).convert("RGB"))
 
 
 def _box_xywh(face) -> np.ndarray:

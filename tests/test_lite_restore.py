@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from importlib import resources
-
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
 
 from talkinghead.services.common.errors import InputError
-from talkinghead.services.common.face_detection import largest_face
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.restore.lite_engine import LiteRestoreEngine
-
-
-@pytest.fixture(scope="module")
-def photo() -> np.ndarray:
-    path = resources.files("talkinghead.assets.demo").joinpath("face.jpg")
-    with resources.as_file(path) as p:
-        return np.asarray(Image.open(p).convert("RGB"))
-
-
-@pytest.fixture(scope="module")
-def face(photo):
-    return largest_face(photo)
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +97,3 @@ def test_only_center_face_restores_one_of_two(engine, photo):
     # The big face (left) is nearer the centre of this canvas; the small one is left alone.
     assert np.array_equal(one[right], canvas[right])
     assert not np.array_equal(one[:, :400], canvas[:, :400])
-
-
-def test_fast_enough(engine, photo, face):
-    frames = [VideoFrame(index=i, image=photo, face=face) for i in range(40)]
-    start = time.perf_counter()
-    engine.restore(frames, weight=0.5)
-    assert (time.perf_counter() - start) / 40 < 0.015

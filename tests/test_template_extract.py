@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from talkinghead.services.motion import liveportrait_weights as lp
 from talkinghead.services.motion.template import load_template
