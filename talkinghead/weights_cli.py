@@ -10,9 +10,41 @@ from talkinghead.services.common.errors import WeightsError
 
 def expected_files() -> list[tuple[str, str, str, str]]:
     """(stage, engine, path inside the weights directory, what it is) for every file."""
+    from talkinghead.services.lipsync import wav2lip_weights as ww
     from talkinghead.services.motion import liveportrait_weights as lp
 
-    return [("motion", "liveportrait", path, lp.DESCRIPTIONS[key]) for key, path in lp.FILES.items()]
+    return [("motion", "liveportrait", path, lp.DESCRIPTIONS[key]) for key, path in lp.FILES.items()] + [
+        ("lipsync", "wav2lip", path, ww.DESCRIPTIONS[key]) for key, path in ww.FILES.items()
+    ]
+
+
+def verify(weights_dir: Path) -> int:
+    """Load every engine whose files are there; 1 if any present engine fails to load."""
+    import sys
+
+    from talkinghead.services.lipsync import wav2lip_weights as ww
+    from talkinghead.services.motion import liveportrait_weights as lp
+
+    def motion() -> str:
+        return f"fingerprint {lp.load_networks(weights_dir).fingerprint}"
+
+    def lipsync() -> str:
+        _, path = ww.load_generator(weights_dir)
+        return f"{path.name}, S3FD {'ok' if ww.load_detector(weights_dir) else 'absent'}"
+
+    failed = False
+    for stage, engine, files, check in (("motion", "liveportrait", lp.FILES, motion),
+                                        ("lipsync", "wav2lip", ww.FILES, lipsync)):
+        if not any((weights_dir / p).is_file() for p in files.values()):
+            print(f"{stage:<8} {engine:<13} not installed")
+            continue
+        try:
+            print(f"{stage:<8} {engine:<13} ok  {check()}")
+        except WeightsError as exc:
+            failed = True
+            print(f"{stage:<8} {engine:<13} FAILED", flush=True)
+            print(f"error: {exc}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def run(args: argparse.Namespace, weights_dir: Path | None) -> int:
@@ -26,12 +58,13 @@ def run(args: argparse.Namespace, weights_dir: Path | None) -> int:
         return 0
     if weights_dir is None:
         raise WeightsError("give --weights DIR (or set TALKINGHEAD_WEIGHTS_DIR)")
+    from talkinghead.services.lipsync import wav2lip_weights as ww
     from talkinghead.services.motion import liveportrait_weights as lp
 
     if args.action == "verify":
-        nets = lp.load_networks(weights_dir)
-        print(f"motion   liveportrait  ok  fingerprint {nets.fingerprint}")
-        return 0
-    for path in lp.write_deterministic_checkpoints(weights_dir, args.salt):
+        return verify(weights_dir)
+    written = lp.write_deterministic_checkpoints(weights_dir, args.salt)
+    written += ww.write_deterministic_checkpoints(weights_dir, args.salt)
+    for path in written:
         print(f"wrote {path}")
     return 0

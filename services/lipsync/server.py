@@ -73,7 +73,13 @@ class LipSyncServicer(lipsync_pb2_grpc.LipSyncServiceServicer):
 def load_lipsync_engine(settings: ServerSettings):
     from talkinghead.services.lipsync.lite_engine import LiteLipSyncEngine
 
-    return choose_engine("lipsync", settings.engine, settings.device, "wav2lip", LiteLipSyncEngine)
+    def wav2lip(device: str):
+        from talkinghead.services.lipsync.wav2lip_engine import Wav2LipEngine
+
+        return Wav2LipEngine(settings.weights_dir, device, settings.batch_size)
+
+    return choose_engine("lipsync", settings.engine, settings.device, "wav2lip",
+                         LiteLipSyncEngine, wav2lip)
 
 
 def build_server(settings: ServerSettings) -> ModelServer:
