@@ -68,6 +68,15 @@ class LivePortraitEngine:
         self.batch_size = max(1, batch_size)
         self.nets = load_networks(Path(weights_dir)).to(device, self.dtype)
         self.fingerprint = f"liveportrait-{self.nets.fingerprint}"
+        # The official crop (InsightFace + landmark ONNX models) when those files and
+        # onnxruntime are there; otherwise our own detector's five points.
+        from talkinghead.services.motion.onnx_face import OnnxFaceAnalyzer
+
+        self.face_analyzer = OnnxFaceAnalyzer.from_weights_dir(Path(weights_dir))
+        if self.face_analyzer is not None:
+            self.fingerprint += "-onnxcrop"
+        log.info("LivePortrait source crop: %s", "InsightFace + landmark ONNX (official)"
+                 if self.face_analyzer is not None else "Haar detector, five points (fallback)")
 
     @torch.inference_mode()
     def warmup(self) -> None:
@@ -78,10 +87,19 @@ class LivePortraitEngine:
         self._render(source, source["x_s"], source["x_s"])
 
     def prepare(self, photo: np.ndarray) -> FaceGeometry:
+        return self.locate(photo)[0]
+
+    def locate(self, photo: np.ndarray) -> tuple[FaceGeometry, FaceCrop]:
+        """The face and its 256 px crop: the official way when the ONNX models are there."""
+        if self.face_analyzer is not None:
+            official = self.face_analyzer.analyze(photo)
+            if official is None:
+                raise NoFaceError("no face found in the photo")
+            return official.geometry, official.crop
         face = largest_face(photo)
         if face is None:
             raise NoFaceError("no face found in the photo")
-        return face
+        return face, crop_for_face(face, NETWORK_SIZE)
 
     def _source(self, crop: np.ndarray) -> dict:
         x = to_tensor(crop, self.device, self.dtype)
@@ -104,8 +122,7 @@ class LivePortraitEngine:
         if options.eye_retargeting or options.lip_retargeting:
             raise InputError("eye/lip retargeting needs the driving eye/lip ratios and the "
                              "203-point landmark model; not supported by this engine yet")
-        face = self.prepare(photo)
-        crop: FaceCrop = crop_for_face(face, NETWORK_SIZE)
+        face, crop = self.locate(photo)
         source = self._source(crop.cut(photo))
         x_s = source["x_s"]
         first = template_frames(template, slice(0, 1), self.device)
