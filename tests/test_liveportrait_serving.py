@@ -114,3 +114,22 @@ def test_missing_or_mismatched_checkpoint_is_named(weights, tmp_path, demo_face)
         assert "base_models/" in error.details()
     finally:
         stack.stop()
+
+
+def test_engine_takes_the_official_crop_when_the_onnx_models_are_there(weights, tmp_path):
+    pytest.importorskip("onnxruntime", reason="install the onnx extra")
+    from talkinghead.services.motion.liveportrait_engine import LivePortraitEngine
+    from tests.test_onnx_face import PHOTO_SHAPES, build_weights, photo
+
+    shape = next(iter(PHOTO_SHAPES.values()))
+    subprocess.run(["cp", "-r", str(weights), str(tmp_path / "w")], check=True)
+    build_weights(tmp_path / "w", shape)
+    engine = LivePortraitEngine(tmp_path / "w", "cpu")
+    assert engine.face_analyzer is not None and engine.fingerprint.endswith("-onnxcrop")
+    image = photo(shape, (90, 120, 150))
+    face, crop = engine.locate(image)
+    expected = engine.face_analyzer.official_crop(image)
+    np.testing.assert_allclose(crop.matrix, expected.matrix)
+    assert face.crop_size == 256
+    plain = LivePortraitEngine(weights, "cpu")
+    assert plain.face_analyzer is None and not plain.fingerprint.endswith("-onnxcrop")
