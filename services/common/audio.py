@@ -25,25 +25,39 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def decode_audio_file(path: Path, max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS) -> np.ndarray:
-    """Decode an audio (or video) file to 16 kHz mono float32 in [-1, 1]."""
+def decode_audio_file(path: Path, max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
+                      resampler: str = "kaiser_best") -> np.ndarray:
+    """Decode an audio (or video) file to 16 kHz mono float32 in [-1, 1].
+
+    ffmpeg decodes at the source's own rate, channels are averaged, and the signal is
+    resampled as Wav2Lip's loader does (``kaiser_best``, see resample.py), so the lipsync
+    features match the official ones for any input rate. A 16 kHz 16-bit file comes out as
+    exactly int16 / 32768. ``swr``/``soxr`` use ffmpeg's resamplers instead (faster, not
+    identical features).
+    """
+    from talkinghead.services.common.resample import KAISER_BEST, KAISER_BEST_LEGACY, resample_sinc
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"audio file {str(path)!r} does not exist")
     if path.stat().st_size == 0:
         raise InputError(f"audio file {str(path)!r} is empty")
-    cmd = [
-        ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
-        "-i", str(path), "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
-        # Decode one second past the limit: enough to tell "too long" without reading it all.
-        "-t", f"{max_seconds + 1.0:.3f}",
-        "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, check=False)
-    if proc.returncode != 0:
-        reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["?"]
-        raise InputError(f"audio file {path.name!r} is not decodable audio: {reason[0]}")
-    samples = pcm_s16le_to_float(proc.stdout)
+    if resampler in ("swr", "soxr"):
+        filters = ["-af", "aresample=resampler=soxr"] if resampler == "soxr" else []
+        raw = _ffmpeg(path, ["-ac", "1", *filters, "-ar", str(SAMPLE_RATE)], "s16le", max_seconds)
+        samples = pcm_s16le_to_float(raw)
+    elif resampler in ("kaiser_best", "kaiser_best_legacy"):
+        rate, channels = _source_format(path)
+        raw = _ffmpeg(path, [], "f32le", max_seconds)
+        frames = np.frombuffer(raw, dtype="<f4")
+        frames = frames[: len(frames) // channels * channels].reshape(-1, channels)
+        mono = frames.mean(axis=1, dtype=np.float32) if channels > 1 else frames[:, 0]
+        spec = KAISER_BEST if resampler == "kaiser_best" else KAISER_BEST_LEGACY
+        if len(mono) * SAMPLE_RATE // max(rate, 1) < 1:
+            raise InputError(f"audio file {path.name!r} is empty or shorter than 0.1 s")
+        samples = resample_sinc(mono, rate, SAMPLE_RATE, spec)
+    else:
+        raise ValueError(f"unknown resampler {resampler!r} (kaiser_best, kaiser_best_legacy, swr, soxr)")
     check_audio(samples, max_seconds, what=f"audio file {path.name!r}")
     return samples
 
@@ -86,3 +100,39 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -
         w.setsampwidth(2)
         w.setframerate(sample_rate)
         w.writeframes(float_to_pcm_s16le(samples))
+
+
+def _ffmpeg(path: Path, options: list[str], sample_format: str, max_seconds: float) -> bytes:
+    """Raw PCM of the first audio stream (``-t`` one second past the limit, to detect it)."""
+    cmd = [
+        ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
+        "-i", str(path), "-vn", *options, "-t", f"{max_seconds + 1.0:.3f}",
+        "-f", sample_format, "-acodec", f"pcm_{sample_format}", "pipe:1",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["?"]
+        raise InputError(f"audio file {path.name!r} is not decodable audio: {reason[0]}")
+    return proc.stdout
+
+
+def _source_format(path: Path) -> tuple[int, int]:
+    """(sample rate, channels) of the first audio stream, from the header of a WAV that
+    ffmpeg writes for a few milliseconds of it (no ffprobe in the imageio-ffmpeg wheel)."""
+    cmd = [
+        ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
+        "-i", str(path), "-vn", "-t", "0.01", "-acodec", "pcm_s16le", "-f", "wav", "pipe:1",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    data = proc.stdout
+    if proc.returncode != 0 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise InputError(f"audio file {path.name!r} is not decodable audio")
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if chunk == b"fmt ":
+            channels = int.from_bytes(data[pos + 10:pos + 12], "little")
+            rate = int.from_bytes(data[pos + 12:pos + 16], "little")
+            return rate, channels
+        pos += 8 + size + (size & 1)
+    raise InputError(f"audio file {path.name!r}: no audio format found")
