@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # it the lengths disagree and the request is refused.
 LATE_FRAME_SLACK_S = 0.5
 MAX_DETECTION_MEMO = 64
+MIN_FACE_PIXELS = 8  # a padded, clamped box narrower than this is no face
 
 
 class Wav2LipEngine:
@@ -85,6 +86,13 @@ class Wav2LipEngine:
                 self._memo[key] = None if face is None else tuple(int(v) for v in face.box)
         return self._memo[key]
 
+    def _has_face(self, frame: VideoFrame) -> bool:
+        rect = self.face_rect(frame)
+        if rect is None:
+            return False
+        box = fw.pad_boxes(np.array([rect]), frame.height, frame.width, self.pads)[0]
+        return min(box[2] - box[0], box[3] - box[1]) >= MIN_FACE_PIXELS
+
     def face_rect(self, frame: VideoFrame) -> tuple[int, int, int, int] | None:
         if frame.face is not None:
             return tuple(int(v) for v in frame.face.box)
@@ -110,7 +118,12 @@ class Wav2LipEngine:
                     f"{audio_seconds:.2f} s audio: frame and audio lengths disagree"
                 )
             rect = self.face_rect(frame)
-            if rect is None:
+            box = None
+            if rect is not None:
+                box = fw.pad_boxes(np.array([rect]), frame.height, frame.width, self.pads)[0]
+                if min(box[2] - box[0], box[3] - box[1]) < MIN_FACE_PIXELS:
+                    box = None  # a box outside the frame, or a sliver: no usable face
+            if box is None:
                 if pass_through_faceless:
                     # keep order: what is waiting in the smoother goes first
                     ready.extend(smoother.finish())
@@ -119,11 +132,10 @@ class Wav2LipEngine:
                     yield frame
                     continue
                 faceless.append(frame.index)
-                faceless += [f.index for f in iterator if self.face_rect(f) is None]
+                faceless += [f.index for f in iterator if not self._has_face(f)]
                 raise NoFaceError(
                     f"no face found in frame(s) {_ranges(faceless)}; send face geometry, or "
                     "set pass_through_faceless to leave such frames unchanged", faceless)
-            box = fw.pad_boxes(np.array([rect]), frame.height, frame.width, self.pads)[0]
             ready.extend(smoother.push(frame, box))
             if len(ready) >= self.batch_size:
                 yield from self._generate(ready, windows_mel, starts)
