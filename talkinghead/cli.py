@@ -63,6 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_streams=args.max_streams,
         grace_seconds=args.grace,
         batch_size=args.batch_size,
+        half=args.half,
     )
     if args.stage == "motion":
         from talkinghead.services.motion.server import build_server
@@ -364,7 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-streams", type=int, default=4,
                    help="concurrent streams; more get RESOURCE_EXHAUSTED")
     p.add_argument("--max-message-mb", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="frames per network call (Wav2Lip is fastest near 16 on CPU)")
+    p.add_argument("--half", action="store_true",
+                   help="fp16 networks on cuda/mps (not yet checked against the reference "
+                   "tolerances on a GPU)")
     p.add_argument("--grace", type=float, default=30.0, help="drain seconds on SIGTERM")
     p.add_argument("--templates-dir", action="append", default=[],
                    help="(motion) extra folder of .npz templates")

@@ -56,6 +56,7 @@ class ServerSettings:
     max_streams: int = 4
     grace_seconds: float = 30.0
     batch_size: int = 8
+    half: bool = False  # fp16 networks on cuda/mps
 
     def grpc_options(self) -> list[tuple[str, Any]]:
         return [

@@ -76,7 +76,8 @@ def load_lipsync_engine(settings: ServerSettings):
     def wav2lip(device: str):
         from talkinghead.services.lipsync.wav2lip_engine import Wav2LipEngine
 
-        return Wav2LipEngine(settings.weights_dir, device, settings.batch_size)
+        return Wav2LipEngine(settings.weights_dir, device, settings.batch_size,
+                             half=settings.half)
 
     return choose_engine("lipsync", settings.engine, settings.device, "wav2lip",
                          LiteLipSyncEngine, wav2lip)

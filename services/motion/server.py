@@ -127,7 +127,8 @@ def load_motion_engine(settings: ServerSettings):
     def liveportrait(device: str):
         from talkinghead.services.motion.liveportrait_engine import LivePortraitEngine
 
-        return LivePortraitEngine(settings.weights_dir, device, settings.batch_size)
+        return LivePortraitEngine(settings.weights_dir, device, settings.batch_size,
+                                  half=settings.half)
 
     return choose_engine(
         "motion", settings.engine, settings.device, "liveportrait", LiteMotionEngine,
