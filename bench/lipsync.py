@@ -65,13 +65,20 @@ def main() -> None:
     list(engine.sync(with_geometry, audio, 25.0))
     rows.append(("sync path, face geometry given (ours)", gen_flops / 1e9,
                  n / (time.perf_counter() - start)))
-    # distinct pixels per frame so the detection memo cannot help: the official way
+    sync_seconds = 1.0 / rows[-1][2]
+    # The official way adds S3FD on every frame. Deterministic weights give arbitrary boxes,
+    # so detection is timed on its own (distinct pixels per frame: the memo cannot help)
+    # and added to the per-frame cost of the path above.
     k = max(2, n // 8)
-    jittered = [VideoFrame(i, np.ascontiguousarray(np.roll(photo, i, axis=1))) for i in range(k)]
+    jittered = [np.ascontiguousarray(np.roll(photo, i, axis=1)) for i in range(k)]
     start = time.perf_counter()
-    list(engine.sync(jittered, audio, 25.0))
-    rows.append((f"sync path, S3FD on every frame ({photo.shape[1]}x{photo.shape[0]})",
-                 (gen_flops + det_flops) / 1e9, k / (time.perf_counter() - start)))
+    for image in jittered:
+        engine._detect(image)
+    detect_seconds = (time.perf_counter() - start) / k
+    rows.append((f"S3FD alone ({photo.shape[1]}x{photo.shape[0]})", det_flops / 1e9,
+                 1.0 / detect_seconds))
+    rows.append(("sync path, S3FD on every frame (official way)",
+                 (gen_flops + det_flops) / 1e9, 1.0 / (sync_seconds + detect_seconds)))
 
     table = ["| work | GFLOPs / frame | frames / s |", "|---|---:|---:|"]
     table += [f"| {name} | {gflops:.2f} | {fps:.2f} |" for name, gflops, fps in rows]
@@ -79,7 +86,8 @@ def main() -> None:
     if not args.no_write:
         append_markdown("bench.lipsync", "Wav2Lip: generator and sync path", table, device,
                         ["S3FD post-processing on deterministic weights keeps nearly every "
-                         "anchor as a candidate, so the detection row is an upper bound."])
+                         "anchor as a candidate, so the detection rows are upper bounds.",
+                         f"Frames per sync call: {n}; audio: the demo speech."])
 
 
 if __name__ == "__main__":
