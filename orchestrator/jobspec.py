@@ -50,6 +50,9 @@ class RenderOptions(BaseModel):
     restore_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     expression_multiplier: float = Field(default=1.0, ge=0.0, le=3.0)
     relative_motion: bool = True
+    # LivePortrait retargeting: needs the landmark ONNX models and a template with ratios
+    eye_retargeting: bool = False
+    lip_retargeting: bool = False
     max_side: int = Field(default=1024, ge=128, le=4096)
     crf: int = Field(default=20, ge=0, le=51)
     preset: str = "veryfast"

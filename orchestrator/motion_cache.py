@@ -39,7 +39,10 @@ def default_cache_dir() -> Path:
 
 def template_digest(template: MotionTemplate) -> str:
     digest = hashlib.sha256()
-    for array in (template.scale, template.R, template.exp, template.t):
+    for array in (template.scale, template.R, template.exp, template.t,
+                  template.eye_ratio, template.lip_ratio):
+        if array is None:
+            continue
         digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
     digest.update(f"{template.fps:g}".encode())
     return digest.hexdigest()[:16]

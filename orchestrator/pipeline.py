@@ -87,6 +87,8 @@ def motion_clip(
         max_side=opts.max_side,
         relative_motion=opts.relative_motion,
         expression_multiplier=opts.expression_multiplier,
+        eye_retargeting=opts.eye_retargeting,
+        lip_retargeting=opts.lip_retargeting,
     )
     template = load_template(spec.template)
     face_bytes = Path(spec.face).read_bytes()

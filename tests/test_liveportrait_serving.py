@@ -133,3 +133,45 @@ def test_engine_takes_the_official_crop_when_the_onnx_models_are_there(weights, 
     assert face.crop_size == 256
     plain = LivePortraitEngine(weights, "cpu")
     assert plain.face_analyzer is None and not plain.fingerprint.endswith("-onnxcrop")
+
+
+def test_eye_and_lip_retargeting(weights, tmp_path):
+    """Retargeting needs the landmark models and a template with openness ratios; then the
+    driving keypoints are x_s plus the eye and lip MLP offsets (relative motion)."""
+    pytest.importorskip("onnxruntime", reason="install the onnx extra")
+    from talkinghead.services.common.errors import InputError
+    from talkinghead.services.motion.keypoints import eye_open_ratios, lip_open_ratio
+    from talkinghead.services.motion.liveportrait_engine import LivePortraitEngine
+    from tests.reference_pack import require
+    from tests.test_onnx_face import PHOTO_SHAPES, build_weights, photo
+
+    wants = MotionOptions(fps=30.0, eye_retargeting=True, lip_retargeting=True)
+    plain = LivePortraitEngine(weights, "cpu")
+    shape = next(iter(PHOTO_SHAPES.values()))
+    image = photo(shape, (90, 120, 150))
+    with pytest.raises(InputError, match="landmark models"):
+        next(plain.animate(image, load_template("talking"), wants))
+
+    subprocess.run(["cp", "-r", str(weights), str(tmp_path / "w")], check=True)
+    engine = LivePortraitEngine(build_weights(tmp_path / "w", shape), "cpu")
+    with pytest.raises(InputError, match="carries no eye openness"):
+        next(engine.animate(image, load_template("talking"), wants))
+
+    d1 = load_template(str(require("liveportrait/templates/d1.npz")))
+    ratios = engine._retargeting_ratios(image, d1, wants)
+    lmk = engine.face_analyzer.analyze(image).landmarks_203
+    np.testing.assert_allclose(ratios["eye"], eye_open_ratios(lmk))
+    np.testing.assert_allclose(ratios["lip"], lip_open_ratio(lmk))
+    x_s = torch.randn(2, 21, 3)
+    x_d = torch.randn(2, 21, 3)
+    with torch.inference_mode():
+        got = engine._retarget(x_s, x_d, d1, slice(3, 5), ratios, relative=True)
+        eye_in = torch.cat([x_s.reshape(2, -1), torch.tensor(
+            [[*ratios["eye"], d1.eye_ratio[i, 0]] for i in (3, 4)], dtype=torch.float32)], 1)
+        lip_in = torch.cat([x_s.reshape(2, -1), torch.tensor(
+            [[*ratios["lip"], d1.lip_ratio[i, 0]] for i in (3, 4)], dtype=torch.float32)], 1)
+        expected = (x_s + engine.nets.eye(eye_in).reshape(2, 21, 3)
+                    + engine.nets.lip(lip_in).reshape(2, 21, 3))
+        absolute = engine._retarget(x_s, x_d, d1, slice(3, 5), ratios, relative=False)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(absolute - x_d, expected - x_s)

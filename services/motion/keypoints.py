@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 N_BINS = 66
@@ -131,3 +132,32 @@ def expression_friendly(
     """The command-line default ("expression-friendly"): x_s + (x_d − x_d⁰) · m, m from the
     ratio of the keypoint hulls' volumes (here given directly as ``multiplier``)."""
     return x_s + (x_d - x_d_first) * multiplier
+
+
+# ---- eye and lip retargeting (paper §3.3) --------------------------------------------------
+# Openness ratios from LivePortrait's 203 landmarks: an eyelid distance over the eye's width,
+# and the lips' distance over the mouth's width (the official index pairs).
+_LEFT_EYE, _RIGHT_EYE, _LIP = (6, 18, 0, 12), (30, 42, 24, 36), (90, 102, 48, 66)
+
+
+def _distance_ratio(lmk: np.ndarray, a: int, b: int, c: int, d: int) -> float:
+    return float(np.linalg.norm(lmk[a] - lmk[b]) / (np.linalg.norm(lmk[c] - lmk[d]) + 1e-6))
+
+
+def eye_open_ratios(landmarks_203: np.ndarray) -> np.ndarray:
+    """[left, right] eye openness of a face, from its 203 landmarks."""
+    lmk = np.asarray(landmarks_203, dtype=np.float64).reshape(203, 2)
+    return np.array([_distance_ratio(lmk, *_LEFT_EYE), _distance_ratio(lmk, *_RIGHT_EYE)])
+
+
+def lip_open_ratio(landmarks_203: np.ndarray) -> np.ndarray:
+    """[lip] openness of a face, from its 203 landmarks."""
+    lmk = np.asarray(landmarks_203, dtype=np.float64).reshape(203, 2)
+    return np.array([_distance_ratio(lmk, *_LIP)])
+
+
+def retargeting_delta(x_s: torch.Tensor, ratios: torch.Tensor, mlp) -> torch.Tensor:
+    """Keypoint offsets [B, 21, 3] that set the eyes (or lips) to a driving openness:
+    MLP(x_s flattened ⊕ [source ratios, driving ratio])."""
+    batch = x_s.shape[0]
+    return mlp(torch.cat([x_s.reshape(batch, -1), ratios], dim=1)).reshape(batch, N_KEYPOINTS, 3)

@@ -26,6 +26,9 @@ from talkinghead.services.motion.keypoints import (
     KeypointInfo,
     apply_stitching,
     driving_keypoints,
+    eye_open_ratios,
+    lip_open_ratio,
+    retargeting_delta,
 )
 from talkinghead.services.motion.options import MotionOptions
 from talkinghead.services.motion.template import MotionTemplate
@@ -117,12 +120,54 @@ class LivePortraitEngine:
         out = warped["out"] if isinstance(warped, dict) else warped.out
         return self.nets.generator(out)
 
+    def _retargeting_ratios(self, photo: np.ndarray, template: MotionTemplate,
+                            options: MotionOptions) -> dict[str, np.ndarray]:
+        """Source openness ratios for the requested eye/lip retargeting, or InputError."""
+        wanted = {"eye": options.eye_retargeting, "lip": options.lip_retargeting}
+        if not any(wanted.values()):
+            return {}
+        if self.face_analyzer is None:
+            raise InputError("eye/lip retargeting needs LivePortrait's landmark models "
+                             "(insightface + landmark.onnx in the weights directory, and "
+                             "onnxruntime)")
+        official = self.face_analyzer.analyze(photo)
+        if official is None:
+            raise NoFaceError("no face found in the photo")
+        ratios = {}
+        if wanted["eye"]:
+            if template.eye_ratio is None:
+                raise InputError(f"template {template.name!r} carries no eye openness "
+                                 "(c_d_eyes_lst): eye retargeting is not possible with it")
+            ratios["eye"] = eye_open_ratios(official.landmarks_203)
+        if wanted["lip"]:
+            if template.lip_ratio is None:
+                raise InputError(f"template {template.name!r} carries no lip openness "
+                                 "(c_d_lip_lst): lip retargeting is not possible with it")
+            ratios["lip"] = lip_open_ratio(official.landmarks_203)
+        return ratios
+
+    def _retarget(self, x_s: torch.Tensor, x_d: torch.Tensor, template: MotionTemplate,
+                  index: slice, source_ratios: dict, relative: bool) -> torch.Tensor:
+        """The official retargeting step: with relative motion the driving keypoints are
+        replaced by x_s plus the eye/lip offsets; with absolute motion the offsets are added."""
+        batch = x_d.shape[0]
+        total = torch.zeros_like(x_d)
+        for part, mlp, driving in (("eye", self.nets.eye, template.eye_ratio),
+                                   ("lip", self.nets.lip, template.lip_ratio)):
+            if part not in source_ratios:
+                continue
+            source = torch.as_tensor(source_ratios[part], dtype=torch.float32)
+            # the official code feeds only the first driving value ([0][0]) per frame
+            drive = torch.as_tensor(driving[index][:, :1], dtype=torch.float32)
+            ratios = torch.cat([source.expand(batch, -1), drive], dim=1).to(self.device)
+            total = total + retargeting_delta(x_s, ratios.to(self.dtype),
+                                              lambda v, m=mlp: m(v).float())
+        return (x_s + total) if relative else (x_d + total)
+
     @torch.inference_mode()
     def animate(self, photo: np.ndarray, template: MotionTemplate,
                 options: MotionOptions) -> Iterator[VideoFrame]:
-        if options.eye_retargeting or options.lip_retargeting:
-            raise InputError("eye/lip retargeting needs the driving eye/lip ratios and the "
-                             "203-point landmark model; not supported by this engine yet")
+        source_ratios = self._retargeting_ratios(photo, template, options)
         face, crop = self.locate(photo)
         source = self._source(crop.cut(photo))
         x_s = source["x_s"]
@@ -136,6 +181,9 @@ class LivePortraitEngine:
                 frames.exp = first.exp + (frames.exp - first.exp) * options.expression_multiplier
             x_d, _ = driving_keypoints(source["info"], frames, first, options.relative_motion)
             x_s_batch = x_s.expand(x_d.shape[0], -1, -1)
+            if source_ratios:
+                x_d = self._retarget(x_s_batch, x_d, template, slice(start, stop),
+                                     source_ratios, options.relative_motion)
             if options.stitching:
                 x_d, _ = apply_stitching(x_s_batch, x_d, self._stitching)
             images = to_images(self._render(source, x_s_batch, x_d))

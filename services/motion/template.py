@@ -29,6 +29,10 @@ class MotionTemplate:
     exp: np.ndarray  # (N, 21, 3)
     t: np.ndarray  # (N, 3)
     fps: float
+    # Eye and lip openness of the driving frames, for eye/lip retargeting; only some
+    # templates carry them (the official c_d_eyes_lst (N, 1, 2) and c_d_lip_lst (N, 1, 1)).
+    eye_ratio: np.ndarray | None = None  # (N, 2)
+    lip_ratio: np.ndarray | None = None  # (N, 1)
 
     @property
     def n_frames(self) -> int:
@@ -55,6 +59,10 @@ class MotionTemplate:
 
         u, _, vt = np.linalg.svd(lerp(self.R))
         R = (u @ vt).astype(np.float32)
+
+        def optional(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else lerp(a).astype(np.float32)
+
         return MotionTemplate(
             self.name,
             lerp(self.scale).astype(np.float32),
@@ -62,6 +70,8 @@ class MotionTemplate:
             lerp(self.exp).astype(np.float32),
             lerp(self.t).astype(np.float32),
             float(fps),
+            optional(self.eye_ratio),
+            optional(self.lip_ratio),
         )
 
 
@@ -93,6 +103,15 @@ def template_from_npz(data: bytes | Path, name: str = "custom") -> MotionTemplat
     for key in expected:
         if not np.all(np.isfinite(arrays[key])):
             raise InputError(f"template {name!r}: {key} holds NaN or infinity")
+    ratios = {}
+    for key, official, width in (("eye_ratio", "c_d_eyes_lst", 2), ("lip_ratio", "c_d_lip_lst", 1)):
+        value = arrays.get(key, arrays.get(official))
+        if value is None:
+            ratios[key] = None
+            continue
+        if value.size != n * width or not np.all(np.isfinite(value)):
+            raise InputError(f"template {name!r}: {official} must hold {n}x{width} finite values")
+        ratios[key] = value.reshape(n, width).astype(np.float32)
     return MotionTemplate(
         name=name,
         scale=arrays["scale"].astype(np.float32),
@@ -100,6 +119,7 @@ def template_from_npz(data: bytes | Path, name: str = "custom") -> MotionTemplat
         exp=arrays["exp"].astype(np.float32),
         t=arrays["t"].astype(np.float32),
         fps=fps,
+        **ratios,
     )
 
 

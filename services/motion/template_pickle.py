@@ -56,6 +56,11 @@ def template_from_pkl(data: bytes, name: str = "custom") -> MotionTemplate:
             "t": np.stack([np.asarray(f["t"]).reshape(3) for f in frames]),
             "fps": np.asarray(float(raw.get("output_fps", 25))),
         }
+        for key, names in (("c_d_eyes_lst", ("c_eyes_lst", "c_d_eyes_lst")),
+                           ("c_d_lip_lst", ("c_lip_lst", "c_d_lip_lst"))):
+            values = next((raw[n] for n in names if n in raw and len(raw[n])), None)
+            if values is not None:
+                arrays[key] = np.stack([np.asarray(v, dtype=np.float32) for v in values])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"template {name!r}: malformed motion frames: {exc}") from exc
     buffer = io.BytesIO()
