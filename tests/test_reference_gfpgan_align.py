@@ -39,7 +39,7 @@ def test_alignment_and_crop(pipe):
     assert diff.max() <= 3 and (diff > 0).mean() <= 0.05  # OpenCV 4 vs 5 bilinear rounding
     # the same crop from the RGB frame, border in RGB order
     rgb = warp_face(pipe["frame_bgr_u8"][..., ::-1].copy(), pipe["affine_matrix"], "rgb")
-    assert np.array_equal(rgb[..., ::-1], pipe["cropped_face_bgr_u8"])
+    assert np.array_equal(rgb[..., ::-1], crop)
 
 
 @pytest.mark.parametrize("up", [1, 2])
