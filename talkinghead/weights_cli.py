@@ -12,10 +12,13 @@ def expected_files() -> list[tuple[str, str, str, str]]:
     """(stage, engine, path inside the weights directory, what it is) for every file."""
     from talkinghead.services.lipsync import wav2lip_weights as ww
     from talkinghead.services.motion import liveportrait_weights as lp
+    from talkinghead.services.restore import gfpgan_weights as gw
 
-    return [("motion", "liveportrait", path, lp.DESCRIPTIONS[key]) for key, path in lp.FILES.items()] + [
-        ("lipsync", "wav2lip", path, ww.DESCRIPTIONS[key]) for key, path in ww.FILES.items()
-    ]
+    return (
+        [("motion", "liveportrait", p, lp.DESCRIPTIONS[k]) for k, p in lp.FILES.items()]
+        + [("lipsync", "wav2lip", p, ww.DESCRIPTIONS[k]) for k, p in ww.FILES.items()]
+        + [("restore", "gfpgan", p, gw.DESCRIPTIONS[k]) for k, p in gw.FILES.items()]
+    )
 
 
 def verify(weights_dir: Path) -> int:
@@ -32,9 +35,18 @@ def verify(weights_dir: Path) -> int:
         _, path = ww.load_generator(weights_dir)
         return f"{path.name}, S3FD {'ok' if ww.load_detector(weights_dir) else 'absent'}"
 
+    from talkinghead.services.restore import gfpgan_weights as gw
+
+    def restore() -> str:
+        _, path = gw.load_restorer(weights_dir)
+        detector, parser = gw.load_detector(weights_dir), gw.load_parser(weights_dir)
+        return (f"{path.name}, RetinaFace {'ok' if detector else 'absent'}, "
+                f"ParseNet {'ok' if parser else 'absent'}")
+
     failed = False
     for stage, engine, files, check in (("motion", "liveportrait", lp.FILES, motion),
-                                        ("lipsync", "wav2lip", ww.FILES, lipsync)):
+                                        ("lipsync", "wav2lip", ww.FILES, lipsync),
+                                        ("restore", "gfpgan", gw.FILES, restore)):
         if not any((weights_dir / p).is_file() for p in files.values()):
             print(f"{stage:<8} {engine:<13} not installed")
             continue
@@ -65,6 +77,9 @@ def run(args: argparse.Namespace, weights_dir: Path | None) -> int:
         return verify(weights_dir)
     written = lp.write_deterministic_checkpoints(weights_dir, args.salt)
     written += ww.write_deterministic_checkpoints(weights_dir, args.salt)
+    from talkinghead.services.restore import gfpgan_weights as gw
+
+    written += gw.write_deterministic_checkpoints(weights_dir, args.salt)
     for path in written:
         print(f"wrote {path}")
     return 0

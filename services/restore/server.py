@@ -51,7 +51,13 @@ class RestoreServicer(restore_pb2_grpc.RestoreServiceServicer):
 def load_restore_engine(settings: ServerSettings):
     from talkinghead.services.restore.lite_engine import LiteRestoreEngine
 
-    return choose_engine("restore", settings.engine, settings.device, "gfpgan", LiteRestoreEngine)
+    def gfpgan(device: str):
+        from talkinghead.services.restore.gfpgan_engine import GFPGANEngine
+
+        return GFPGANEngine(settings.weights_dir, device, settings.batch_size, half=settings.half)
+
+    return choose_engine("restore", settings.engine, settings.device, "gfpgan",
+                         LiteRestoreEngine, gfpgan)
 
 
 def build_server(settings: ServerSettings) -> ModelServer:
