@@ -75,9 +75,13 @@ def write_deterministic_checkpoints(weights_dir: Path, salt: str) -> list[Path]:
         return {name: torch.from_numpy(deterministic_array(name, tuple(t.shape), salt))
                 for name, t in module.state_dict().items()}
 
+    detector = values(RetinaFace())
+    # The pack's one deviation: the first BatchNorm absorbs the raw pixel scale (x 64^2),
+    # otherwise the box decoding overflows (reference/gfpgan/README.md, "Deviations").
+    detector["body.bn1.running_var"] = detector["body.bn1.running_var"] * 4096
     written = []
     for key, content in (("gfpgan_v1.4", gfpgan_official_file(values(GFPGANv1Clean()))),
-                         ("retinaface", values(RetinaFace())),
+                         ("retinaface", detector),
                          ("parsenet", values(ParseNet()))):
         path = Path(weights_dir) / FILES[key]
         path.parent.mkdir(parents=True, exist_ok=True)
