@@ -50,6 +50,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from talkinghead.services.common.server import ServerSettings
 
     configure_logging(f"{args.stage}-server")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     port = args.port or {"motion": 50051, "lipsync": 50052, "restore": 50053}[args.stage]
     settings = ServerSettings(
         stage=args.stage,
@@ -371,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fp16 networks on cuda/mps (not yet checked against the reference "
                    "tolerances on a GPU)")
     p.add_argument("--grace", type=float, default=30.0, help="drain seconds on SIGTERM")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for the networks (default: torch's choice); one per "
+                   "replica when several replicas share a machine")
     p.add_argument("--templates-dir", action="append", default=[],
                    help="(motion) extra folder of .npz templates")
     p.set_defaults(func=cmd_serve)

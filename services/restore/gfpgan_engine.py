@@ -30,7 +30,8 @@ class GFPGANEngine:
     name = "gfpgan"
 
     def __init__(self, weights_dir: Path | None, device: str, batch_size: int = 4,
-                 half: bool = False):
+                 half: bool = False, paste_mask: str = "auto", channels_last: bool = False,
+                 bf16_cpu: bool = False):
         from talkinghead.services.common.errors import WeightsError
         from talkinghead.services.motion.liveportrait_weights import file_fingerprint
         from talkinghead.services.restore import gfpgan_weights as gw
@@ -46,6 +47,16 @@ class GFPGANEngine:
         self.detector = detector.to(device) if detector is not None else None
         parser = gw.load_parser(Path(weights_dir))
         self.parser = parser.to(device) if parser is not None else None
+        # "parse": the official soft mask (the face parser, ~470 GFLOPs per face, more than
+        # GFPGAN itself); "square": facexlib's geometric mask, nearly free; "auto": parse
+        # when its weights are there. bench/restore.py measures both.
+        if paste_mask not in ("auto", "parse", "square"):
+            raise ValueError(f"paste_mask must be auto, parse or square, not {paste_mask!r}")
+        self.use_parser = self.parser is not None and paste_mask in ("auto", "parse")
+        if channels_last:
+            self.restorer = self.restorer.to(memory_format=torch.channels_last)
+        self.channels_last = channels_last
+        self.bf16_cpu = bf16_cpu and device == "cpu"
         self.fingerprint = f"gfpgan-{path.stem}-{file_fingerprint([path])}"
         log.info("GFPGAN %s; detector %s; paste mask %s", path.name,
                  "RetinaFace" if self.detector is not None else "Haar (no RetinaFace file)",
@@ -79,6 +90,15 @@ class GFPGANEngine:
                                                        (f[0][1] + f[0][3]) / 2 - cy))]
         return [lm for _, lm in faces]
 
+    def run_network(self, x: torch.Tensor) -> torch.Tensor:
+        """The restorer on a batch of aligned faces, with the configured speed options."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.bf16_cpu:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.restorer(x).image
+        return self.restorer(x).image
+
     # ---- a chunk of frames -------------------------------------------------------------
 
     @torch.inference_mode()
@@ -95,14 +115,14 @@ class GFPGANEngine:
         for start in range(0, len(jobs), self.batch_size):
             crops = np.stack([crop for _, _, crop in jobs[start:start + self.batch_size]])
             x = face_to_input(crops, "rgb").to(self.device, self.dtype)
-            faces = output_to_face(self.restorer(x).image.float(), "rgb")
+            faces = output_to_face(self.run_network(x).float(), "rgb")
             if weight < 1.0:
                 faces = cv2.addWeighted(faces.reshape(-1, 512 * 3), weight,
                                         crops.reshape(-1, 512 * 3), 1 - weight, 0
                                         ).reshape(faces.shape)
             restored_faces.extend(faces)
         classes = [None] * len(jobs)
-        if self.parser is not None and jobs:
+        if self.use_parser and jobs:
             from talkinghead.services.restore.networks.parsenet import parse
 
             for start in range(0, len(jobs), self.batch_size):
