@@ -68,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         grace_seconds=args.grace,
         batch_size=args.batch_size,
         half=args.half,
+        paste_mask=args.paste_mask,
     )
     if args.stage == "motion":
         from talkinghead.services.motion.server import build_server
@@ -375,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fp16 networks on cuda/mps (not yet checked against the reference "
                    "tolerances on a GPU)")
     p.add_argument("--grace", type=float, default=30.0, help="drain seconds on SIGTERM")
+    p.add_argument("--paste-mask", default="auto", choices=["auto", "parse", "square"],
+                   help="(restore) official face-parser mask, or the cheap square mask; "
+                   "auto: parser when its weights are present")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for the networks (default: torch's choice); one per "
                    "replica when several replicas share a machine")

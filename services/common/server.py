@@ -57,6 +57,7 @@ class ServerSettings:
     grace_seconds: float = 30.0
     batch_size: int = 8
     half: bool = False  # fp16 networks on cuda/mps
+    paste_mask: str = "auto"  # restore: parse | square | auto
 
     def grpc_options(self) -> list[tuple[str, Any]]:
         return [

@@ -54,7 +54,8 @@ def load_restore_engine(settings: ServerSettings):
     def gfpgan(device: str):
         from talkinghead.services.restore.gfpgan_engine import GFPGANEngine
 
-        return GFPGANEngine(settings.weights_dir, device, settings.batch_size, half=settings.half)
+        return GFPGANEngine(settings.weights_dir, device, settings.batch_size, half=settings.half,
+                            paste_mask=settings.paste_mask)
 
     return choose_engine("restore", settings.engine, settings.device, "gfpgan",
                          LiteRestoreEngine, gfpgan)
