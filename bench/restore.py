@@ -47,6 +47,10 @@ def network_rows(engine: GFPGANEngine, batches: list[int], compile_: bool) -> li
         options.append(("bf16 autocast", {"bf16_cpu": True}))
     if engine.device in ("cuda", "mps"):
         options.append(("fp16", {"half": True}))
+    import copy
+
+    from talkinghead.services.restore.gfpgan_engine import to_channels_last
+
     rows = []
     base = engine.restorer
     for name, opts in options:
@@ -54,9 +58,9 @@ def network_rows(engine: GFPGANEngine, batches: list[int], compile_: bool) -> li
         engine.channels_last = opts.get("channels_last", False)
         engine.bf16_cpu = opts.get("bf16_cpu", False)
         if engine.channels_last:
-            engine.restorer = base.to(memory_format=torch.channels_last)
+            engine.restorer = to_channels_last(copy.deepcopy(base))
         if opts.get("half"):
-            engine.restorer = base.half()
+            engine.restorer = copy.deepcopy(base).half()
         for batch in batches:
             x = torch.rand(batch, 3, 512, 512, device=engine.device) * 2 - 1
             if opts.get("half"):

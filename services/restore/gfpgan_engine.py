@@ -54,7 +54,7 @@ class GFPGANEngine:
             raise ValueError(f"paste_mask must be auto, parse or square, not {paste_mask!r}")
         self.use_parser = self.parser is not None and paste_mask in ("auto", "parse")
         if channels_last:
-            self.restorer = self.restorer.to(memory_format=torch.channels_last)
+            to_channels_last(self.restorer)
         self.channels_last = channels_last
         self.bf16_cpu = bf16_cpu and device == "cpu"
         self.fingerprint = f"gfpgan-{path.stem}-{file_fingerprint([path])}"
@@ -133,3 +133,12 @@ class GFPGANEngine:
             inverse = fa.inverse_matrix(matrix, 1.0)
             images[pos] = fa.paste_face(images[pos], face, inverse, parsed)
         return [VideoFrame(f.index, image, f.face) for f, image in zip(frames, images, strict=True)]
+
+
+def to_channels_last(module: torch.nn.Module) -> torch.nn.Module:
+    """channels_last for the 4-D tensors only (the modulated convs keep 5-D weights, which
+    ``module.to(memory_format=...)`` refuses)."""
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if tensor.dim() == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    return module
