@@ -31,7 +31,7 @@ class GFPGANEngine:
 
     def __init__(self, weights_dir: Path | None, device: str, batch_size: int = 4,
                  half: bool = False, paste_mask: str = "auto", channels_last: bool = False,
-                 bf16_cpu: bool = False):
+                 bf16_cpu: bool = False, compile_network: bool = False):
         from talkinghead.services.common.errors import WeightsError
         from talkinghead.services.motion.liveportrait_weights import file_fingerprint
         from talkinghead.services.restore import gfpgan_weights as gw
@@ -57,6 +57,8 @@ class GFPGANEngine:
             to_channels_last(self.restorer)
         self.channels_last = channels_last
         self.bf16_cpu = bf16_cpu and device == "cpu"
+        if compile_network:  # compiled on the first batch (warm-up), minutes on a CPU
+            self.restorer = torch.compile(self.restorer)
         self.fingerprint = f"gfpgan-{path.stem}-{file_fingerprint([path])}"
         log.info("GFPGAN %s; detector %s; paste mask %s", path.name,
                  "RetinaFace" if self.detector is not None else "Haar (no RetinaFace file)",
