@@ -57,3 +57,15 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
 def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict:
     """Remove a DataParallel-style prefix where present (the official loaders do the same)."""
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+
+
+def fill_batchnorm_counters(state: Mapping[str, torch.Tensor]) -> dict:
+    """Add a zero ``num_batches_tracked`` beside every BatchNorm that lacks one, as PyTorch's
+    BatchNorm loader does (the counter is unused in eval; some released files omit it), so
+    that loading can stay strict."""
+    out = dict(state)
+    for key in state:
+        if key.endswith(".running_var"):
+            counter = key.removesuffix("running_var") + "num_batches_tracked"
+            out.setdefault(counter, torch.tensor(0, dtype=torch.long))
+    return out

@@ -34,7 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from talkinghead.services.common.checkpoints import load_strict, read_checkpoint
+from talkinghead.services.common.checkpoints import (
+    fill_batchnorm_counters,
+    load_strict,
+    read_checkpoint,
+    strip_prefix,
+)
 
 FACE_SIZE = 512  # the size GFPGAN resizes a restored face to before parsing
 
@@ -145,15 +150,7 @@ def parsenet_keys_from_official(state_dict: Mapping[str, torch.Tensor]) -> dict[
     official ones). A ``module.`` prefix, should a re-saved copy carry one, is stripped; a
     missing BatchNorm ``num_batches_tracked`` (unused in eval) is filled with 0, as PyTorch's
     BatchNorm loader does, so loading stays strict."""
-    stripped = {key.removeprefix("module."): value for key, value in state_dict.items()}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in stripped.items():
-        out[key] = value
-        if key.endswith(".running_var"):
-            counter = key.removesuffix("running_var") + "num_batches_tracked"
-            if counter not in stripped:
-                out[counter] = torch.tensor(0, dtype=torch.long)
-    return out
+    return fill_batchnorm_counters(strip_prefix(state_dict, "module."))
 
 
 def load_parsenet(path: Path) -> ParseNet:

@@ -35,7 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from talkinghead.services.common.checkpoints import load_strict, read_checkpoint
+from talkinghead.services.common.checkpoints import (
+    fill_batchnorm_counters,
+    load_strict,
+    read_checkpoint,
+    strip_prefix,
+)
 
 # The network sees the BGR frame minus these means, in this order (B-104, G-117, R-123).
 PIXEL_MEAN_BGR = (104.0, 117.0, 123.0)
@@ -214,15 +219,7 @@ def retinaface_keys_from_official(state_dict: Mapping[str, torch.Tensor]) -> dic
     ``num_batches_tracked`` is unused in eval and absent from some copies, so a missing one
     is filled with 0 (what PyTorch's BatchNorm loader does) to keep loading strict.
     """
-    stripped = {key.removeprefix("module."): value for key, value in state_dict.items()}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in stripped.items():
-        out[key] = value
-        if key.endswith(".running_var"):
-            counter = key.removesuffix("running_var") + "num_batches_tracked"
-            if counter not in stripped:
-                out[counter] = torch.tensor(0, dtype=torch.long)
-    return out
+    return fill_batchnorm_counters(strip_prefix(state_dict, "module."))
 
 
 def load_retinaface(path: Path) -> RetinaFace:
