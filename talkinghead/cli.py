@@ -69,6 +69,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         half=args.half,
         paste_mask=args.paste_mask,
+        bf16=args.bf16,
+        compile=args.compile,
     )
     if args.stage == "motion":
         from talkinghead.services.motion.server import build_server
@@ -379,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paste-mask", default="auto", choices=["auto", "parse", "square"],
                    help="(restore) official face-parser mask, or the cheap square mask; "
                    "auto: parser when its weights are present")
+    p.add_argument("--bf16", action="store_true",
+                   help="(restore) bf16 autocast on CPU: ~1.7x faster here, but up to 35 "
+                   "counts off the fp32 result (see BENCHMARKS.md)")
+    p.add_argument("--compile", action="store_true", help="(restore) torch.compile the network")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for the networks (default: torch's choice); one per "
                    "replica when several replicas share a machine")

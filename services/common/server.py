@@ -58,6 +58,8 @@ class ServerSettings:
     batch_size: int = 8
     half: bool = False  # fp16 networks on cuda/mps
     paste_mask: str = "auto"  # restore: parse | square | auto
+    bf16: bool = False  # restore: bf16 autocast on CPU (faster, off the reference tolerance)
+    compile: bool = False  # restore: torch.compile the network
 
     def grpc_options(self) -> list[tuple[str, Any]]:
         return [

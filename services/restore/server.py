@@ -55,7 +55,8 @@ def load_restore_engine(settings: ServerSettings):
         from talkinghead.services.restore.gfpgan_engine import GFPGANEngine
 
         return GFPGANEngine(settings.weights_dir, device, settings.batch_size, half=settings.half,
-                            paste_mask=settings.paste_mask)
+                            paste_mask=settings.paste_mask, bf16_cpu=settings.bf16,
+                            compile_network=settings.compile)
 
     return choose_engine("restore", settings.engine, settings.device, "gfpgan",
                          LiteRestoreEngine, gfpgan)
