@@ -30,7 +30,7 @@ class GFPGANEngine:
     name = "gfpgan"
 
     def __init__(self, weights_dir: Path | None, device: str, batch_size: int = 4,
-                 half: bool = False, paste_mask: str = "auto", channels_last: bool = True,
+                 half: bool = False, paste_mask: str = "auto", channels_last: bool = False,
                  bf16_cpu: bool = False, compile_network: bool = False):
         from talkinghead.services.common.errors import WeightsError
         from talkinghead.services.motion.liveportrait_weights import file_fingerprint
@@ -53,9 +53,10 @@ class GFPGANEngine:
         if paste_mask not in ("auto", "parse", "square"):
             raise ValueError(f"paste_mask must be auto, parse or square, not {paste_mask!r}")
         self.use_parser = self.parser is not None and paste_mask in ("auto", "parse")
-        # Measured (bench/restore.py): channels_last is faster on CPU and within 3e-5 of
-        # the reference, so it is on by default. bf16 autocast is faster still but off the
-        # reference by up to 0.30 (35 counts): opt-in only.
+        # Measured on this CPU (BENCHMARKS.md): channels_last gives no gain (within 3e-5 of
+        # the reference, ~5 % slower uncontended), so it is off; bf16 autocast is ~1.7x
+        # faster but up to 0.30 (35 counts) off the reference, so opt-in; torch.compile is
+        # ~1.5x faster after a ~1 min compile at warm-up, so opt-in for long-lived servers.
         if channels_last:
             to_channels_last(self.restorer)
         self.channels_last = channels_last
