@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from talkinghead.services.common.audio import float_to_pcm_s16le
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.common.logs import JOB_METADATA_KEY
+from talkinghead.services.common.security import client_channel
 from talkinghead.services.common.server import DEFAULT_MAX_MESSAGE_BYTES
 from talkinghead.services.common.wire import frame_from_proto, frame_to_proto
 from talkinghead.services.motion.options import MotionOptions
@@ -67,7 +68,8 @@ class StageTargets:
 
 
 def open_channel(target: str) -> grpc.Channel:
-    return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    """TLS and the shared token when TALKINGHEAD_TLS_CA / TALKINGHEAD_TOKEN are set."""
+    return client_channel(target, CHANNEL_OPTIONS)
 
 
 def wait_for_serving(

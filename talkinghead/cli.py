@@ -47,6 +47,7 @@ def weights_dir(flag: str | None) -> Path | None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from talkinghead.services.common.logs import configure_logging
+    from talkinghead.services.common.security import read_token
     from talkinghead.services.common.server import ServerSettings
 
     configure_logging(f"{args.stage}-server")
@@ -71,7 +72,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         paste_mask=args.paste_mask,
         bf16=args.bf16,
         compile=args.compile,
+        token=read_token(args.token_file),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CliError("give both --tls-cert and --tls-key, or neither")
     if args.stage == "motion":
         from talkinghead.services.motion.server import build_server
 
@@ -385,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="(restore) bf16 autocast on CPU: ~1.7x faster here, but up to 35 "
                    "counts off the fp32 result (see BENCHMARKS.md)")
     p.add_argument("--compile", action="store_true", help="(restore) torch.compile the network")
+    p.add_argument("--token-file", help="require this shared token (else TALKINGHEAD_TOKEN, "
+                   "if set); calls without it get UNAUTHENTICATED, health checks stay open")
+    p.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
+    p.add_argument("--tls-key", help="… and this private key (PEM)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for the networks (default: torch's choice); one per "
                    "replica when several replicas share a machine")

@@ -33,6 +33,7 @@ from grpc_reflection.v1alpha import reflection
 from talkinghead.services.common import metrics
 from talkinghead.services.common.errors import InputError, NotFoundError, WeightsError
 from talkinghead.services.common.logs import JOB_METADATA_KEY, job_context
+from talkinghead.services.common.security import TokenInterceptor, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class ServerSettings:
     paste_mask: str = "auto"  # restore: parse | square | auto
     bf16: bool = False  # restore: bf16 autocast on CPU (faster, off the reference tolerance)
     compile: bool = False  # restore: torch.compile the network
+    token: str | None = None  # shared secret; calls without it get UNAUTHENTICATED
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def grpc_options(self) -> list[tuple[str, Any]]:
         return [
@@ -187,12 +191,14 @@ class ModelServer:
         self._add_to_server = add_to_server
         self._load_engine = load_engine
         self._stop = threading.Event()
+        interceptors = [TokenInterceptor(settings.token)] if settings.token else []
         self.server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=settings.max_streams + 8,
                 thread_name_prefix=f"{settings.stage}-rpc",
             ),
             options=settings.grpc_options(),
+            interceptors=interceptors,
         )
         self.bound_port = 0
 
@@ -204,14 +210,21 @@ class ModelServer:
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.bound_port = self.server.add_insecure_port(f"{s.host}:{s.port}")
+        address = f"{s.host}:{s.port}"
+        if s.tls_cert and s.tls_key:
+            self.bound_port = self.server.add_secure_port(
+                address, server_credentials(s.tls_cert, s.tls_key))
+        else:
+            self.bound_port = self.server.add_insecure_port(address)
         if self.bound_port == 0:
             raise OSError(f"cannot bind {s.host}:{s.port} (port in use?)")
         self.server.start()
         metrics.serve_metrics(s.host, s.metrics_port)
         log.info(
-            "listening on %s:%d (metrics port %s), loading engine %r on device %r",
-            s.host, self.bound_port, s.metrics_port or "off", s.engine, s.device,
+            "listening on %s:%d (%s, %s; metrics port %s), loading engine %r on device %r",
+            s.host, self.bound_port, "TLS" if s.tls_cert else "plaintext",
+            "token required" if s.token else "no token", s.metrics_port or "off",
+            s.engine, s.device,
         )
         return self.bound_port
 
