@@ -75,11 +75,40 @@ class JobSpec(BaseModel):
     job_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
+def allowed_roots(variable: str) -> list[Path]:
+    """Folders from a ``os.pathsep``-separated environment variable (empty: no confinement)."""
+    return [Path(p).resolve() for p in os.environ.get(variable, "").split(os.pathsep) if p]
+
+
+def check_confined(path: Path, roots: list[Path], what: str) -> None:
+    """Refuse a path that resolves (symlinks and '..' followed) outside every root."""
+    if not roots:
+        return
+    real = Path(path).resolve()
+    if not any(real == root or root in real.parents for root in roots):
+        raise InputError(f"{what} {str(path)!r} is outside the allowed folders "
+                         f"({', '.join(str(r) for r in roots)})")
+
+
+def check_paths(spec: JobSpec) -> None:
+    """Job files must live under TALKINGHEAD_INPUT_ROOTS / TALKINGHEAD_OUTPUT_ROOTS when the
+    operator sets them: a job can then neither read nor overwrite anything else."""
+    inputs = allowed_roots("TALKINGHEAD_INPUT_ROOTS")
+    check_confined(Path(spec.face), inputs, "face image")
+    check_confined(Path(spec.audio), inputs, "audio file")
+    if spec.logo is not None:
+        check_confined(Path(spec.logo), inputs, "logo")
+    if Path(spec.template).suffix in (".npz", ".pkl"):
+        check_confined(Path(spec.template), inputs, "template")
+    check_confined(Path(spec.output), allowed_roots("TALKINGHEAD_OUTPUT_ROOTS"), "output")
+
+
 def check_inputs(spec: JobSpec, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS):
     """Open every input once and refuse the job early, naming the problem.
 
     Returns the decoded audio (16 kHz mono float32) so it is not decoded twice.
     """
+    check_paths(spec)
     face = Path(spec.face)
     if not face.is_file():
         raise InputError(f"face image {str(face)!r} does not exist")

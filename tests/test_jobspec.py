@@ -98,3 +98,31 @@ def test_output_must_be_mp4(assets_dir, demo_face, demo_card, tmp_path):
     spec = make_spec(assets_dir, demo_face, demo_card, tmp_path, output=str(tmp_path / "o.avi"))
     with pytest.raises(InputError, match=r"must end in \.mp4"):
         check_inputs(spec)
+
+
+def test_paths_confined_to_the_configured_roots(assets_dir, demo_face, demo_card, tmp_path,
+                                                monkeypatch):
+    inside = tmp_path / "in"
+    inside.mkdir()
+    (inside / "speech.wav").write_bytes((assets_dir / "speech_3s.wav").read_bytes())
+    (inside / "face.jpg").write_bytes(demo_face.read_bytes())
+    out_root = tmp_path / "out"
+    out_root.mkdir()
+    monkeypatch.setenv("TALKINGHEAD_INPUT_ROOTS", str(inside))
+    monkeypatch.setenv("TALKINGHEAD_OUTPUT_ROOTS", str(out_root))
+    ok = make_spec(assets_dir, demo_face, demo_card, tmp_path, face=str(inside / "face.jpg"),
+                   audio=str(inside / "speech.wav"), output=str(out_root / "v.mp4"))
+    assert len(check_inputs(ok)) > 0
+    escape = make_spec(assets_dir, demo_face, demo_card, tmp_path, face=str(inside / "face.jpg"),
+                       audio=str(inside / ".." / ".." / "etc.wav"), output=str(out_root / "v.mp4"))
+    with pytest.raises(InputError, match="audio file .* is outside the allowed folders"):
+        check_inputs(escape)
+    (inside / "link.jpg").symlink_to(demo_face)  # a symlink out of the root
+    sneaky = make_spec(assets_dir, demo_face, demo_card, tmp_path, face=str(inside / "link.jpg"),
+                       audio=str(inside / "speech.wav"), output=str(out_root / "v.mp4"))
+    with pytest.raises(InputError, match="face image .* is outside"):
+        check_inputs(sneaky)
+    outside = make_spec(assets_dir, demo_face, demo_card, tmp_path, face=str(inside / "face.jpg"),
+                        audio=str(inside / "speech.wav"), output=str(tmp_path / "v.mp4"))
+    with pytest.raises(InputError, match="output .* is outside"):
+        check_inputs(outside)
