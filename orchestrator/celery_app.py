@@ -15,6 +15,8 @@ from pathlib import Path
 
 from celery import Celery
 
+MAX_JOB_SECONDS = int(os.environ.get("TALKINGHEAD_MAX_JOB_SECONDS", str(6 * 3600)))
+
 
 def embedded_state_dir() -> Path:
     default = Path.home() / ".cache" / "talkinghead" / "celery"
@@ -47,6 +49,10 @@ def make_app(broker: str | None = None, backend: str | None = None) -> Celery:
         }
     elif broker and not backend:
         backend = broker if broker.startswith(("redis://", "rediss://")) else None
+    if broker and broker.startswith(("redis://", "rediss://")):
+        # An unacknowledged job is redelivered after this long: it must exceed the longest
+        # job, or a slow job would be run twice.
+        transport_options = {"visibility_timeout": MAX_JOB_SECONDS + 3600}
     app = Celery("talkinghead", broker=broker, backend=backend)
     app.conf.update(
         broker_transport_options=transport_options,
@@ -61,6 +67,9 @@ def make_app(broker: str | None = None, backend: str | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         result_expires=7 * 24 * 3600,
+        # Backstop for a job that hangs; per-stage gRPC deadlines stop normal work sooner.
+        task_soft_time_limit=MAX_JOB_SECONDS,
+        task_time_limit=MAX_JOB_SECONDS + 300,
     )
     app.conf.include = ["talkinghead.orchestrator.tasks"]
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+import grpc
 from pydantic import ValidationError
 
 from talkinghead.orchestrator.celery_app import app
@@ -22,6 +23,13 @@ DEFAULT_TARGETS = {
     "lipsync": "127.0.0.1:50052",
     "restore": "127.0.0.1:50053",
 }
+
+
+# A model server that is down, restarting or too slow is worth another try; bad input is not.
+RETRY_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+MAX_RETRIES = int(os.environ.get("TALKINGHEAD_MAX_RETRIES", "3"))
+RETRY_BASE_S = float(os.environ.get("TALKINGHEAD_RETRY_BASE_SECONDS", "10"))
+SERVING_TIMEOUT_S = float(os.environ.get("TALKINGHEAD_SERVING_TIMEOUT", "120"))
 
 
 class JobFailed(Exception):
@@ -53,14 +61,19 @@ def render(self, job_spec: dict) -> dict:
                 self.update_state(state="PROGRESS", meta=snapshot)
 
         try:
-            result = render_video(spec, targets_from_env(), JobProgress(spec.job_id, publish))
+            result = render_video(spec, targets_from_env(), JobProgress(spec.job_id, publish),
+                                  serving_timeout=SERVING_TIMEOUT_S)
         except InputError as exc:
             log.warning("job refused: %s", exc)
             raise JobFailed(str(exc)) from None
-        except StageFailed as exc:
-            log.error("job failed: %s", exc)
-            raise JobFailed(str(exc)) from None
-        except StageUnavailable as exc:
+        except (StageFailed, StageUnavailable) as exc:
+            transient = isinstance(exc, StageUnavailable) or exc.code in RETRY_CODES
+            if transient and self.request.retries < MAX_RETRIES:
+                delay = RETRY_BASE_S * 2 ** self.request.retries
+                log.warning("job hit a transient failure (%s); retry %d of %d in %.0fs",
+                            exc, self.request.retries + 1, MAX_RETRIES, delay)
+                raise self.retry(countdown=delay, max_retries=MAX_RETRIES,
+                                 exc=JobFailed(str(exc))) from None
             log.error("job failed: %s", exc)
             raise JobFailed(str(exc)) from None
         return result.to_dict()

@@ -110,6 +110,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "worker", f"--loglevel={args.loglevel}", f"--concurrency={args.concurrency}",
         f"--pool={args.pool}", "--hostname", args.hostname,
     ]
+    if args.queues:
+        argv += ["--queues", args.queues]
     if is_embedded():  # the filesystem transport has no broadcast: no gossip/mingle/heartbeat
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     app.worker_main(argv)
@@ -410,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--hostname", default="talkinghead@%h")
+    p.add_argument("--queues", help="comma-separated queues to consume (default: celery)")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("render", help="render one video in this process")

@@ -118,11 +118,12 @@ class LocalStack:
             **self.worker_env,
         }
 
-    def start_worker(self, name: str = "worker", env: dict[str, str] | None = None) -> Process:
+    def start_worker(self, name: str = "worker", env: dict[str, str] | None = None,
+                     *extra: str) -> Process:
         """A Celery worker whose model servers are this stack's."""
         return self._spawn(
             name,
-            cli_command("worker", "--concurrency", "1", "--hostname", f"{name}@%h"),
+            cli_command("worker", "--concurrency", "1", "--hostname", f"{name}@%h", *extra),
             env={**self.worker_environment(), **(env or {})},
         )
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from talkinghead.compositor import probe
+from talkinghead.local_stack import free_port
 from talkinghead.orchestrator.celery_app import make_app
 
 pytestmark = pytest.mark.e2e
@@ -239,3 +240,37 @@ def test_cli_call_each_stage(lite_stack, assets_dir, demo_face, tmp_path):
                    "--template", "moonwalk", "--out", str(tmp_path / "x.mp4"), timeout=60)
     assert proc.returncode == 2
     assert "NOT_FOUND" in proc.stderr and "moonwalk" in proc.stderr
+
+
+def test_job_waits_out_a_lipsync_server_that_is_down(lite_stack, redis_url, assets_dir,
+                                                     demo_face, demo_card, tmp_path):
+    """The lipsync server is down when the job starts: the task retries with backoff (state
+    RETRY), the server comes up, the job completes with one output."""
+    port = free_port()
+    env = {"TALKINGHEAD_BROKER_URL": redis_url, "TALKINGHEAD_RESULT_BACKEND": redis_url,
+           "TALKINGHEAD_LIPSYNC_TARGET": f"127.0.0.1:{port}",
+           "TALKINGHEAD_SERVING_TIMEOUT": "2", "TALKINGHEAD_RETRY_BASE_SECONDS": "1",
+           "TALKINGHEAD_MAX_RETRIES": "6"}
+    worker = lite_stack.start_worker("worker-retry", env, "--queues", "retry-test")
+    app = make_app(redis_url, redis_url)
+    out = tmp_path / "retried.mp4"
+    spec = job(assets_dir, demo_face, demo_card, out, job_id="e2e-retry-1")
+    try:
+        result = app.send_task("talkinghead.render", args=[spec], task_id=spec["job_id"],
+                               queue="retry-test")
+        deadline = time.monotonic() + 60
+        while result.state != "RETRY" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert result.state == "RETRY"
+        server = lite_stack.start_server("lipsync", port, "lipsync-late")
+        deadline = time.monotonic() + 120
+        while result.state not in ("SUCCESS", "FAILURE") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert result.state == "SUCCESS", result.result
+        assert out.is_file() and list(tmp_path.iterdir()) == [out]
+    finally:
+        worker.stop()
+        lite_stack.processes.remove(worker)
+        if "server" in locals():
+            server.stop()
+            lite_stack.processes.remove(server)
