@@ -22,6 +22,8 @@ from talkinghead.services.common.audio import ffmpeg_exe
 
 CHILD = """
 import json, resource, sys
+from talkinghead.malloc_tuning import limit_malloc_arenas
+limit_malloc_arenas()
 from talkinghead.orchestrator.jobspec import JobSpec
 from talkinghead.orchestrator.pipeline import render_video
 from talkinghead.orchestrator.stage_clients import StageTargets

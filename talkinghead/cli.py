@@ -479,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from talkinghead.malloc_tuning import limit_malloc_arenas
+
+    limit_malloc_arenas()
     args = build_parser().parse_args(argv)
     from talkinghead.orchestrator.stage_clients import StageFailed, StageUnavailable
     from talkinghead.services.common.errors import InputError, WeightsError
