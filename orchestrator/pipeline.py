@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,30 @@ from talkinghead.services.motion.options import MotionOptions
 from talkinghead.services.motion.template import load_template
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageDeadlines:
+    """gRPC deadlines for one job, from its audio length: a stuck server ends the call with
+    DEADLINE_EXCEEDED (which the Celery task retries) instead of hanging the worker.
+
+    The streamed stages get ``base + per_audio_second x audio seconds``; the motion clip,
+    paid once per presenter and independent of the audio, gets its own budget. Defaults are
+    generous for CPU neural engines; set them from your own BENCHMARKS figures.
+    """
+
+    motion_s: float
+    stream_s: float
+
+    @classmethod
+    def for_audio(cls, audio_seconds: float) -> StageDeadlines:
+        env = os.environ.get
+        base = float(env("TALKINGHEAD_STAGE_TIMEOUT_BASE_SECONDS", "300"))
+        per_second = float(env("TALKINGHEAD_STAGE_SECONDS_PER_AUDIO_SECOND", "600"))
+        return cls(
+            motion_s=float(env("TALKINGHEAD_MOTION_TIMEOUT_SECONDS", "7200")),
+            stream_s=base + per_second * audio_seconds,
+        )
 
 
 @dataclass
@@ -78,7 +103,8 @@ def wait_for_stages(targets: StageTargets, timeout: float) -> None:
 
 
 def motion_clip(
-    spec: JobSpec, targets: StageTargets, progress: JobProgress, cache: MotionClipCache | None
+    spec: JobSpec, targets: StageTargets, progress: JobProgress, cache: MotionClipCache | None,
+    timeout: float | None = None,
 ) -> tuple[list[VideoFrame], str, bool]:
     """(clip, engine name, cache hit): the presenter's motion clip for this job."""
     opts = spec.options
@@ -107,7 +133,7 @@ def motion_clip(
                 return clip, engine.name, True
         progress.start("motion", 0)
         clip, header = motion.animate(
-            face_bytes, template_arg, options,
+            face_bytes, template_arg, options, timeout=timeout,
             on_frame=lambda done, total: (
                 progress.set_total("motion", total), progress.advance("motion", 0)
             ),
@@ -158,7 +184,9 @@ def render_video(
 
         # 2. motion clip: from the cache, or rendered once and stored
         t = time.perf_counter()
-        clip, engine_name, cache_hit = motion_clip(spec, targets, progress, cache)
+        deadlines = StageDeadlines.for_audio(audio_seconds)
+        clip, engine_name, cache_hit = motion_clip(spec, targets, progress, cache,
+                                                   deadlines.motion_s)
         progress.set_total("motion", len(clip))
         progress.finish("motion")
         seconds["motion"] = time.perf_counter() - t
@@ -181,11 +209,13 @@ def render_video(
         fanout = None
         try:
             frames: Iterable[VideoFrame] = _counted(
-                lipsync.sync(scheduled, audio, opts.fps), progress, "lipsync", marks, t
+                lipsync.sync(scheduled, audio, opts.fps, timeout=deadlines.stream_s),
+                progress, "lipsync", marks, t,
             )
             if opts.restore:
                 fanout = RestoreFanout(
-                    targets.restore, spec.job_id, opts.restore_chunk_frames, opts.restore_weight
+                    targets.restore, spec.job_id, opts.restore_chunk_frames, opts.restore_weight,
+                    chunk_timeout=deadlines.stream_s,
                 )
                 frames = _counted(fanout.restore(frames), progress, "restore", marks, t)
             scene = NewsScene(

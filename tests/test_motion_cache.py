@@ -83,3 +83,28 @@ def test_second_job_of_a_presenter_calls_no_motion_engine(lite_stack, assets_dir
     assert animate_calls(lite_stack) == before + 1  # no Animate call: the cache served it
     assert second.engines["motion"] == "lite"
     assert (tmp_path / "second.mp4").stat().st_size > 10_000
+
+
+def test_stage_deadlines_follow_the_audio(lite_stack, assets_dir, demo_face, demo_card, tmp_path,
+                                          monkeypatch):
+    """A job's streamed stages get a deadline from its audio length; past it the call ends
+    with DEADLINE_EXCEEDED (retryable) and nothing is written."""
+    import grpc
+    import pytest
+
+    from talkinghead.orchestrator.pipeline import StageDeadlines
+    from talkinghead.orchestrator.stage_clients import StageFailed
+
+    monkeypatch.setenv("TALKINGHEAD_STAGE_TIMEOUT_BASE_SECONDS", "10")
+    monkeypatch.setenv("TALKINGHEAD_STAGE_SECONDS_PER_AUDIO_SECOND", "2")
+    assert StageDeadlines.for_audio(90).stream_s == 190
+    monkeypatch.setenv("TALKINGHEAD_STAGE_TIMEOUT_BASE_SECONDS", "0")
+    monkeypatch.setenv("TALKINGHEAD_STAGE_SECONDS_PER_AUDIO_SECOND", "0.01")
+    spec = JobSpec.model_validate({
+        "face": str(demo_face), "audio": str(assets_dir / "speech_3s.wav"), "card": demo_card,
+        "output": str(tmp_path / "late.mp4"), "options": {"restore": False},
+    })
+    with pytest.raises(StageFailed) as info:
+        render_video(spec, lite_stack.targets, cache=MotionClipCache(tmp_path / "cache"))
+    assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert list(tmp_path.glob("*.mp4")) == [] and not list(tmp_path.glob(".*partial*"))
