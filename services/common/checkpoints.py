@@ -8,6 +8,7 @@ servers report as FAILED_PRECONDITION.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -69,3 +70,13 @@ def fill_batchnorm_counters(state: Mapping[str, torch.Tensor]) -> dict:
             counter = key.removesuffix("running_var") + "num_batches_tracked"
             out.setdefault(counter, torch.tensor(0, dtype=torch.long))
     return out
+
+
+def file_fingerprint(paths: list[Path]) -> str:
+    """sha256 over the files' bytes: changes whenever any weight changes (cache key)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]

@@ -62,3 +62,12 @@ def deterministic_state_dict(manifest: Manifest, salt: str, prefix: str = "") ->
             continue
         state[name[len(prefix):]] = torch.from_numpy(deterministic_array(name, shape, salt))
     return state
+
+
+def deterministic_module_state(module, salt: str, prefix: str = "") -> dict:
+    """Deterministic values for every tensor of ``module``'s own state_dict (names looked up
+    as ``prefix + name``): our names are the official ones, so no manifest is needed."""
+    import torch
+
+    return {name: torch.from_numpy(deterministic_array(prefix + name, tuple(t.shape), salt))
+            for name, t in module.state_dict().items()}

@@ -41,9 +41,9 @@ class Wav2LipEngine:
 
     def __init__(self, weights_dir: Path | None, device: str, batch_size: int = 16,
                  variant: str = "auto", pads=fw.DEFAULT_PADS, half: bool = False):
+        from talkinghead.services.common.checkpoints import file_fingerprint
         from talkinghead.services.common.errors import WeightsError
         from talkinghead.services.lipsync import wav2lip_weights as ww
-        from talkinghead.services.motion.liveportrait_weights import file_fingerprint
 
         if weights_dir is None:
             raise WeightsError("no weights directory given (--weights or TALKINGHEAD_WEIGHTS_DIR)")

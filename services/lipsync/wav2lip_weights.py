@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from talkinghead.services.common.checkpoints import load_strict, read_checkpoint
-from talkinghead.services.common.deterministic_weights import deterministic_array
+from talkinghead.services.common.deterministic_weights import deterministic_module_state
 from talkinghead.services.common.errors import WeightsError
 
 FILES = {
@@ -66,15 +66,11 @@ def write_deterministic_checkpoints(weights_dir: Path, salt: str) -> list[Path]:
     from talkinghead.services.lipsync.networks.s3fd import S3FD
     from talkinghead.services.lipsync.networks.wav2lip import Wav2Lip, wav2lip_official_file
 
-    def values(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-        return {name: torch.from_numpy(deterministic_array(name, tuple(t.shape), salt))
-                for name, t in module.state_dict().items()}
-
     weights_dir = Path(weights_dir)
     written = []
     for key, content in (
-        ("wav2lip_gan", wav2lip_official_file(values(Wav2Lip()))),
-        ("s3fd", values(S3FD())),
+        ("wav2lip_gan", wav2lip_official_file(deterministic_module_state(Wav2Lip(), salt))),
+        ("s3fd", deterministic_module_state(S3FD(), salt)),
     ):
         path = weights_dir / FILES[key]
         path.parent.mkdir(parents=True, exist_ok=True)

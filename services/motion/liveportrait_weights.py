@@ -12,15 +12,14 @@ folder, so users can point ``--weights`` at what they downloaded:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from talkinghead.services.common.checkpoints import load_strict, read_checkpoint
-from talkinghead.services.common.deterministic_weights import deterministic_array
+from talkinghead.services.common.checkpoints import file_fingerprint, load_strict, read_checkpoint
+from talkinghead.services.common.deterministic_weights import deterministic_module_state
 
 BASE = "liveportrait/base_models"
 FILES = {
@@ -76,16 +75,6 @@ class LivePortraitNetworks:
         return self
 
 
-def file_fingerprint(paths: list[Path]) -> str:
-    """sha256 over the files' bytes: changes whenever any weight changes (cache key)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def load_networks(weights_dir: Path) -> LivePortraitNetworks:
     """Every LivePortrait network from the official files; WeightsError names any problem."""
     from talkinghead.services.motion.networks.stitching_retargeting import (
@@ -111,13 +100,6 @@ def load_networks(weights_dir: Path) -> LivePortraitNetworks:
     )
 
 
-def _deterministic(module: nn.Module, salt: str, prefix: str = "") -> dict[str, torch.Tensor]:
-    return {
-        name: torch.from_numpy(deterministic_array(prefix + name, tuple(t.shape), salt))
-        for name, t in module.state_dict().items()
-    }
-
-
 def write_deterministic_checkpoints(weights_dir: Path, salt: str) -> list[Path]:
     """Official-layout files holding the reference packs' deterministic weights.
 
@@ -135,11 +117,11 @@ def write_deterministic_checkpoints(weights_dir: Path, salt: str) -> list[Path]:
     for key, (cls, _mapping) in _single_file_networks().items():
         path = weights_dir / FILES[key]
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(_deterministic(cls(), salt), path)
+        torch.save(deterministic_module_state(cls(), salt), path)
         written.append(path)
     prefixed = {}
     for prefix, mlp in zip(("stitching.", "lip.", "eye."), build_mlps(), strict=True):
-        prefixed.update({prefix + k: v for k, v in _deterministic(mlp, salt, prefix).items()})
+        prefixed.update({prefix + k: v for k, v in deterministic_module_state(mlp, salt, prefix).items()})
     path = weights_dir / FILES["stitching_retargeting_module"]
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(official_layout_from_prefixed(prefixed), path)

@@ -32,8 +32,8 @@ class GFPGANEngine:
     def __init__(self, weights_dir: Path | None, device: str, batch_size: int = 4,
                  half: bool = False, paste_mask: str = "auto", channels_last: bool = False,
                  bf16_cpu: bool = False, compile_network: bool = False):
+        from talkinghead.services.common.checkpoints import file_fingerprint
         from talkinghead.services.common.errors import WeightsError
-        from talkinghead.services.motion.liveportrait_weights import file_fingerprint
         from talkinghead.services.restore import gfpgan_weights as gw
 
         if weights_dir is None:

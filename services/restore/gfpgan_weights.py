@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from talkinghead.services.common.checkpoints import load_strict, read_checkpoint
-from talkinghead.services.common.deterministic_weights import deterministic_array
+from talkinghead.services.common.deterministic_weights import deterministic_module_state
 from talkinghead.services.common.errors import WeightsError
 
 FILES = {
@@ -71,18 +71,15 @@ def write_deterministic_checkpoints(weights_dir: Path, salt: str) -> list[Path]:
     from talkinghead.services.restore.networks.parsenet import ParseNet
     from talkinghead.services.restore.networks.retinaface import RetinaFace
 
-    def values(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-        return {name: torch.from_numpy(deterministic_array(name, tuple(t.shape), salt))
-                for name, t in module.state_dict().items()}
-
-    detector = values(RetinaFace())
+    detector = deterministic_module_state(RetinaFace(), salt)
     # The pack's one deviation: the first BatchNorm absorbs the raw pixel scale (x 64^2),
     # otherwise the box decoding overflows (reference/gfpgan/README.md, "Deviations").
     detector["body.bn1.running_var"] = detector["body.bn1.running_var"] * 4096
+    restorer = gfpgan_official_file(deterministic_module_state(GFPGANv1Clean(), salt))
     written = []
-    for key, content in (("gfpgan_v1.4", gfpgan_official_file(values(GFPGANv1Clean()))),
+    for key, content in (("gfpgan_v1.4", restorer),
                          ("retinaface", detector),
-                         ("parsenet", values(ParseNet()))):
+                         ("parsenet", deterministic_module_state(ParseNet(), salt))):
         path = Path(weights_dir) / FILES[key]
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(content, path)
