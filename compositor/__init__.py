@@ -5,7 +5,7 @@ the static graphics once and composites each head frame cheaply; VideoEncoder pi
 frames through ffmpeg into an MP4 that appears atomically; probe() checks the result.
 """
 
-from .encode import EncodeError, OutputPathError, VideoEncoder
+from .encode import EncodeError, OutputPathError, VideoEncoder, remove_abandoned_temp_files
 from .news_frame import NewsFrameRenderer
 from .probe import MediaInfo, ProbeError, probe
 from .scene import NewsLayout, NewsScene
@@ -20,4 +20,5 @@ __all__ = [
     "ProbeError",
     "VideoEncoder",
     "probe",
+    "remove_abandoned_temp_files",
 ]

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
+import socket
 import subprocess
 import tempfile
 from fractions import Fraction
@@ -30,6 +32,46 @@ import numpy as np
 from .probe import ProbeError, probe
 
 STDERR_TAIL_CHARS = 3000
+
+
+def remove_abandoned_temp_files(out_path: Path) -> list[Path]:
+    """Delete the temporary files a killed writer of ``out_path`` left behind.
+
+    A process killed with SIGKILL cannot clean up. When its job is redelivered, the new
+    attempt calls this first: hidden files of this output whose writer (same host, by pid)
+    is no longer running are removed, so a retried job leaves one output and nothing else.
+    """
+    out_path = Path(out_path)
+    pattern = re.compile(
+        rf"^\.{re.escape(out_path.name)}\.tmp-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{{6}}\.[a-z.0-9]+$"
+    )
+    removed = []
+    try:
+        siblings = list(out_path.parent.iterdir())
+    except OSError:
+        return removed
+    for path in siblings:
+        match = pattern.match(path.name)
+        if match is None or match["host"] != socket.gethostname():
+            continue
+        if _process_alive(int(match["pid"])):
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class OutputPathError(OSError):
@@ -196,7 +238,8 @@ class VideoEncoder:
 
     def _reserve_temp(self, suffix: str) -> Path:
         """Create an empty hidden file next to the output, so concurrent runs never collide."""
-        name = f".{self.out_path.name}.{os.getpid()}.{secrets.token_hex(3)}.{suffix}"
+        name = (f".{self.out_path.name}.tmp-{socket.gethostname()}-{os.getpid()}-"
+                f"{secrets.token_hex(3)}.{suffix}")
         path = self.out_path.with_name(name)
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))

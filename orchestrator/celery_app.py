@@ -15,7 +15,19 @@ from pathlib import Path
 
 from celery import Celery
 
-MAX_JOB_SECONDS = int(os.environ.get("TALKINGHEAD_MAX_JOB_SECONDS", str(6 * 3600)))
+from talkinghead.orchestrator.time_budget import max_job_seconds
+
+
+def visibility_timeout_seconds() -> float:
+    """How long Redis waits before handing an unacknowledged job to another worker.
+
+    It must exceed the longest job (else a slow job would run twice), so it defaults to
+    ``TALKINGHEAD_MAX_JOB_SECONDS`` plus an hour. A job whose worker died is redelivered
+    after this long; with short jobs, a shorter ``TALKINGHEAD_VISIBILITY_TIMEOUT_SECONDS``
+    recovers sooner.
+    """
+    default = max_job_seconds() + 3600
+    return float(os.environ.get("TALKINGHEAD_VISIBILITY_TIMEOUT_SECONDS", str(default)))
 
 
 def embedded_state_dir() -> Path:
@@ -52,7 +64,14 @@ def make_app(broker: str | None = None, backend: str | None = None) -> Celery:
     if broker and broker.startswith(("redis://", "rediss://")):
         # An unacknowledged job is redelivered after this long: it must exceed the longest
         # job, or a slow job would be run twice.
-        transport_options = {"visibility_timeout": MAX_JOB_SECONDS + 3600}
+        visibility = visibility_timeout_seconds()
+        transport_options = {
+            "visibility_timeout": visibility,
+            # How often a worker looks for jobs whose worker died (one cheap Redis query);
+            # kombu's default looks every 100 s.
+            "unacked_restore_interval": max(1.0, min(10.0, visibility / 4)),
+            "unacked_restore_throttle": 1,
+        }
     app = Celery("talkinghead", broker=broker, backend=backend)
     app.conf.update(
         broker_transport_options=transport_options,
@@ -67,9 +86,12 @@ def make_app(broker: str | None = None, backend: str | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         result_expires=7 * 24 * 3600,
-        # Backstop for a job that hangs; per-stage gRPC deadlines stop normal work sooner.
-        task_soft_time_limit=MAX_JOB_SECONDS,
-        task_time_limit=MAX_JOB_SECONDS + 300,
+        # Each job gets limits from its audio length (job_request.py); these are the cap.
+        task_soft_time_limit=max_job_seconds(),
+        task_time_limit=max_job_seconds() + 300,
+        # Task events, for Flower and `celery events`.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
     )
     app.conf.include = ["talkinghead.orchestrator.tasks"]
     return app

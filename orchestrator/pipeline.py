@@ -12,13 +12,18 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from talkinghead.compositor import NewsFrameRenderer, NewsLayout, NewsScene, VideoEncoder
+from talkinghead.compositor import (
+    NewsFrameRenderer,
+    NewsLayout,
+    NewsScene,
+    VideoEncoder,
+    remove_abandoned_temp_files,
+)
 from talkinghead.orchestrator.jobspec import JobSpec, check_inputs
 from talkinghead.orchestrator.motion_cache import MotionClipCache, clip_key
 from talkinghead.orchestrator.progress import JobProgress
@@ -31,6 +36,7 @@ from talkinghead.orchestrator.stage_clients import (
     open_channel,
     wait_for_serving,
 )
+from talkinghead.orchestrator.time_budget import JobBudget
 from talkinghead.services.common.audio import SAMPLE_RATE
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.common.logs import job_context
@@ -38,30 +44,6 @@ from talkinghead.services.motion.options import MotionOptions
 from talkinghead.services.motion.template import load_template
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StageDeadlines:
-    """gRPC deadlines for one job, from its audio length: a stuck server ends the call with
-    DEADLINE_EXCEEDED (which the Celery task retries) instead of hanging the worker.
-
-    The streamed stages get ``base + per_audio_second x audio seconds``; the motion clip,
-    paid once per presenter and independent of the audio, gets its own budget. Defaults are
-    generous for CPU neural engines; set them from your own BENCHMARKS figures.
-    """
-
-    motion_s: float
-    stream_s: float
-
-    @classmethod
-    def for_audio(cls, audio_seconds: float) -> StageDeadlines:
-        env = os.environ.get
-        base = float(env("TALKINGHEAD_STAGE_TIMEOUT_BASE_SECONDS", "300"))
-        per_second = float(env("TALKINGHEAD_STAGE_SECONDS_PER_AUDIO_SECOND", "600"))
-        return cls(
-            motion_s=float(env("TALKINGHEAD_MOTION_TIMEOUT_SECONDS", "7200")),
-            stream_s=base + per_second * audio_seconds,
-        )
 
 
 @dataclass
@@ -179,12 +161,14 @@ def render_video(
         audio_seconds = len(audio) / SAMPLE_RATE
         n_out = output_frame_count(audio_seconds, opts.fps)
         progress.finish("validate")
+        for path in remove_abandoned_temp_files(spec.output):
+            log.info("removed %s, left by an earlier attempt that was killed", path.name)
         wait_for_stages(targets, serving_timeout)
         seconds["validate"] = time.perf_counter() - t0
 
         # 2. motion clip: from the cache, or rendered once and stored
         t = time.perf_counter()
-        deadlines = StageDeadlines.for_audio(audio_seconds)
+        deadlines = JobBudget.for_audio(audio_seconds)
         clip, engine_name, cache_hit = motion_clip(spec, targets, progress, cache,
                                                    deadlines.motion_s)
         progress.set_total("motion", len(clip))
@@ -244,6 +228,13 @@ def render_video(
                     marks["compose"] = time.perf_counter() - t
                 if written != n_out:
                     raise RuntimeError(f"pipeline produced {written} of {n_out} frames")
+        except BaseException:
+            # Stopped (failure, time limit, revoke): end our streams now so every server
+            # frees its slot at once, not when its deadline passes.
+            lipsync.cancel()
+            if fanout is not None:
+                fanout.cancel()
+            raise
         finally:
             lipsync.close()
         progress.finish("compose")

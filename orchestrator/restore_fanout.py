@@ -60,6 +60,14 @@ class RestoreFanout:
         self.on_chunk_done = on_chunk_done
         self.chunks_per_target: dict[str, int] = {t: 0 for t in self.targets}
         self.engine_name = ""  # as the replicas report it
+        self._clients: list[RestoreClient] = []
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        """Stop now, from any thread: chunks in flight are cancelled on their replicas."""
+        self._cancelled = True
+        for client in list(self._clients):
+            client.cancel()
 
     def restore(self, frames: Iterable[VideoFrame]) -> Iterator[VideoFrame]:
         """Restored frames, in input order."""
@@ -102,8 +110,9 @@ class RestoreFanout:
 
         def serve(target: str) -> None:
             client = RestoreClient(target, self.job_id)
+            self._clients.append(client)
             try:
-                while not state["stop"]:
+                while not state["stop"] and not self._cancelled:
                     try:
                         item = work.get(timeout=0.2)
                     except queue.Empty:
@@ -119,6 +128,10 @@ class RestoreFanout:
                                 f"{target} returned {len(restored)} of {len(chunk)} frames",
                             )
                     except (grpc.RpcError, StageFailed) as err:
+                        if self._cancelled:
+                            fail(StageFailed("restore", grpc.StatusCode.CANCELLED,
+                                             "the job was stopped"))
+                            return
                         code = err.code() if isinstance(err, grpc.RpcError) else err.code
                         details = err.details() if isinstance(err, grpc.RpcError) else str(err)
                         attempts[n] = attempts.get(n, 0) + 1
@@ -173,5 +186,6 @@ class RestoreFanout:
                 n += 1
         finally:
             state["stop"] = True
+            self.cancel()  # chunks still in flight (the job ended early) free their replicas
             for _ in self.targets:
                 work.put(_DONE)

@@ -139,10 +139,9 @@ class MotionClient:
             request.template_name = template
         frames: list[VideoFrame] = []
         header = None
+        call = self.stub.Animate(request, timeout=timeout, metadata=_metadata(self.job_id))
         try:
-            for response in self.stub.Animate(
-                request, timeout=timeout, metadata=_metadata(self.job_id)
-            ):
+            for response in call:
                 if header is None:
                     header = response
                 for f in response.frames:
@@ -151,6 +150,8 @@ class MotionClient:
                     on_frame(len(frames), response.total_frames)
         except grpc.RpcError as err:
             raise stage_failed("motion", err) from err
+        finally:
+            call.cancel()  # a no-op when it ended; frees the server at once when we stop early
         if header is None or len(frames) != header.total_frames:
             raise StageFailed(
                 "motion", grpc.StatusCode.DATA_LOSS,
@@ -179,6 +180,13 @@ class LipSyncClient:
         self.channel = open_channel(target)
         self.stub = lipsync_pb2_grpc.LipSyncServiceStub(self.channel)
         self.engine: frames_pb2.EngineInfo | None = None  # known once frames come back
+        self._call: grpc.Call | None = None
+
+    def cancel(self) -> None:
+        """End the stream now, from any thread (the job was stopped): the server frees its
+        slot and the reading side sees CANCELLED."""
+        if self._call is not None:
+            self._call.cancel()
 
     def sync(
         self,
@@ -206,6 +214,7 @@ class LipSyncClient:
                 yield lipsync_pb2.SyncRequest(frames=batch)
 
         call = self.stub.Sync(requests(), timeout=timeout, metadata=_metadata(self.job_id))
+        self._call = call
         try:
             for response in call:
                 if response.HasField("engine"):
@@ -229,6 +238,12 @@ class RestoreClient:
         self.channel = open_channel(target)
         self.stub = restore_pb2_grpc.RestoreServiceStub(self.channel)
         self.engine: frames_pb2.EngineInfo | None = None  # known once frames come back
+        self._call: grpc.Call | None = None
+
+    def cancel(self) -> None:
+        """End the chunk in flight now, from any thread."""
+        if self._call is not None:
+            self._call.cancel()
 
     def restore(
         self, frames: list[VideoFrame], weight: float = 0.5, timeout: float | None = None
@@ -240,12 +255,15 @@ class RestoreClient:
                 yield restore_pb2.RestoreRequest(config=config if i == 0 else None, frames=batch)
 
         out: list[VideoFrame] = []
-        for response in self.stub.Restore(
-            requests(), timeout=timeout, metadata=_metadata(self.job_id)
-        ):
-            if response.HasField("engine"):
-                self.engine = response.engine
-            out.extend(frame_from_proto(f) for f in response.frames)
+        call = self.stub.Restore(requests(), timeout=timeout, metadata=_metadata(self.job_id))
+        self._call = call
+        try:
+            for response in call:
+                if response.HasField("engine"):
+                    self.engine = response.engine
+                out.extend(frame_from_proto(f) for f in response.frames)
+        finally:
+            self._call = None
         return out
 
     def close(self) -> None:

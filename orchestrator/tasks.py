@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import time
 
 import grpc
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from pydantic import ValidationError
 
 from talkinghead.orchestrator.celery_app import app
@@ -25,8 +28,13 @@ DEFAULT_TARGETS = {
 }
 
 
-# A model server that is down, restarting or too slow is worth another try; bad input is not.
-RETRY_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+# A model server that is down, restarting, too slow or full is worth another try; bad input
+# is not. (Restore replicas are retried chunk by chunk in restore_fanout.py first.)
+RETRY_CODES = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 MAX_RETRIES = int(os.environ.get("TALKINGHEAD_MAX_RETRIES", "3"))
 RETRY_BASE_S = float(os.environ.get("TALKINGHEAD_RETRY_BASE_SECONDS", "10"))
 SERVING_TIMEOUT_S = float(os.environ.get("TALKINGHEAD_SERVING_TIMEOUT", "120"))
@@ -46,15 +54,23 @@ def targets_from_env() -> StageTargets:
     )
 
 
-@app.task(name="talkinghead.render", bind=True)
+def retry_delay(retries: int) -> float:
+    """Exponential backoff with jitter, so jobs turned away together do not return together."""
+    return RETRY_BASE_S * 2**retries * random.uniform(0.5, 1.5)
+
+
+@app.task(name="talkinghead.render", bind=True,
+          Request="talkinghead.orchestrator.job_request:JobRequest")
 def render(self, job_spec: dict) -> dict:
     """Render one talking-head video. Progress is published as state PROGRESS."""
+    started = time.monotonic()
     try:
         spec = JobSpec.model_validate(job_spec)
     except ValidationError as exc:
         raise JobFailed(describe_validation_error(exc)) from None
     with job_context(spec.job_id, "orchestrator"):
-        log.info("job received: %s -> %s", spec.face, spec.output)
+        log.info("job received: %s -> %s (attempt %d)", spec.face, spec.output,
+                 self.request.retries + 1)
 
         def publish(snapshot: dict) -> None:
             if self.request.id:
@@ -63,17 +79,39 @@ def render(self, job_spec: dict) -> dict:
         try:
             result = render_video(spec, targets_from_env(), JobProgress(spec.job_id, publish),
                                   serving_timeout=SERVING_TIMEOUT_S)
+        except SoftTimeLimitExceeded:
+            # Raised by our soft time limit, or by `talkinghead cancel` (a revoke that
+            # signals SIGUSR1). Either way the streams are cancelled and the partial output
+            # deleted by now (pipeline.py).
+            _, soft = self.request.timelimit or (None, None)
+            elapsed = time.monotonic() - started
+            if soft and elapsed >= float(soft) - 1.0:
+                log.error("job stopped at its soft time limit (%.0f s)", float(soft))
+                raise JobFailed(
+                    f"job exceeded its time limit of {float(soft):.0f} s (set from the audio "
+                    f"length; see TALKINGHEAD_JOB_SECONDS_PER_AUDIO_SECOND)") from None
+            log.warning("job cancelled after %.1f s; nothing written", elapsed)
+            raise Ignore() from None  # the state stays REVOKED, as the revoke set it
         except InputError as exc:
             log.warning("job refused: %s", exc)
             raise JobFailed(str(exc)) from None
         except (StageFailed, StageUnavailable) as exc:
             transient = isinstance(exc, StageUnavailable) or exc.code in RETRY_CODES
             if transient and self.request.retries < MAX_RETRIES:
-                delay = RETRY_BASE_S * 2 ** self.request.retries
-                log.warning("job hit a transient failure (%s); retry %d of %d in %.0fs",
+                delay = retry_delay(self.request.retries)
+                log.warning("job hit a transient failure (%s); retry %d of %d in %.1fs",
                             exc, self.request.retries + 1, MAX_RETRIES, delay)
                 raise self.retry(countdown=delay, max_retries=MAX_RETRIES,
                                  exc=JobFailed(str(exc))) from None
             log.error("job failed: %s", exc)
             raise JobFailed(str(exc)) from None
         return result.to_dict()
+
+
+def cancel(job_id: str) -> None:
+    """Stop a job: a queued one never starts, a running one ends its streams and cleans up.
+
+    SIGUSR1 raises SoftTimeLimitExceeded inside the task (prefork pool), which unwinds
+    through the pipeline's clean-up instead of killing the process.
+    """
+    app.control.revoke(job_id, terminate=True, signal="SIGUSR1")

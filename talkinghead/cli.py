@@ -213,7 +213,9 @@ def follow(task_id: str, poll: float = 0.3, timeout: float | None = None) -> dic
                 view.update(result.info)
             elif state == "SUCCESS":
                 return result.result
-            elif state in ("FAILURE", "REVOKED"):
+            elif state == "REVOKED":
+                raise CliError(f"job {task_id} was cancelled", EXIT_FAILED)
+            elif state == "FAILURE":
                 raise CliError(f"job {task_id} failed: {result.result}", EXIT_FAILED)
             if timeout and time.monotonic() - started > timeout:
                 raise CliError(f"job {task_id} still {state} after {timeout:g}s", EXIT_FAILED)
@@ -244,6 +246,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         payload["info"] = result.info if isinstance(result.info, dict) else str(result.info)
     print(json.dumps(payload, indent=2, default=str))
     return EXIT_FAILED if result.state == "FAILURE" else 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from talkinghead.orchestrator.tasks import cancel
+
+    cancel(args.job)
+    print(f"cancel sent for {args.job}: a queued job will not start, a running one stops")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -434,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="state, progress or result of a submitted job")
     p.add_argument("job")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("cancel", help="stop a submitted job (queued or running)")
+    p.add_argument("job")
+    p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("demo", help="render the bundled example end to end")
     add_job_inputs(p, required=False)

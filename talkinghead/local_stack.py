@@ -69,13 +69,20 @@ class LocalStack:
     processes: list[Process] = field(default_factory=list)
     targets: StageTargets | None = None
     ports: dict[str, int] = field(default_factory=dict)
+    with_metrics: bool = False  # give each server a Prometheus port (see metrics_ports)
+    server_args: dict[str, list[str]] = field(default_factory=dict)  # per stage: extra flags
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # server name -> port
 
     def start_server(self, stage: str, port: int, name: str, *extra: str) -> Process:
+        metrics_port = 0
+        if self.with_metrics:
+            metrics_port = self.metrics_ports.get(name) or free_port()
+            self.metrics_ports[name] = metrics_port
         return self._spawn(
             name,
             cli_command(
                 "serve", stage, "--port", str(port), "--engine", self.engine,
-                "--metrics-port", "0", *extra,
+                "--metrics-port", str(metrics_port), *self.server_args.get(stage, []), *extra,
             ),
         )
 

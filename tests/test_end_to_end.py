@@ -15,25 +15,11 @@ import pytest
 from talkinghead.compositor import probe
 from talkinghead.local_stack import free_port
 from talkinghead.orchestrator.celery_app import make_app
+from tests.celery_jobs import job, submit_and_wait
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def submit_and_wait(app, spec: dict, timeout: float = 240.0):
-    """Submit, poll until the job ends; (final AsyncResult, progress snapshots seen)."""
-    result = app.send_task("talkinghead.render", args=[spec], task_id=spec.get("job_id"))
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = result.state
-        if state == "PROGRESS" and isinstance(result.info, dict):
-            seen.append(result.info)
-        if state in ("SUCCESS", "FAILURE"):
-            return result, seen
-        time.sleep(0.1)
-    raise AssertionError(f"job still {result.state} after {timeout}s")
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +32,6 @@ def redis_worker(lite_stack, redis_url):
     finally:
         worker.stop()
         lite_stack.processes.remove(worker)
-
-
-def job(assets_dir, demo_face, demo_card, out: Path, **changes) -> dict:
-    spec = {
-        "face": str(demo_face),
-        "audio": str(assets_dir / "speech_3s.wav"),
-        "card": demo_card,
-        "output": str(out),
-        "options": {"restore_chunk_frames": 8},
-    }
-    spec.update(changes)
-    return spec
 
 
 def test_render_job_through_celery_and_redis(redis_worker, assets_dir, demo_face, demo_card,

@@ -92,12 +92,12 @@ def test_stage_deadlines_follow_the_audio(lite_stack, assets_dir, demo_face, dem
     import grpc
     import pytest
 
-    from talkinghead.orchestrator.pipeline import StageDeadlines
     from talkinghead.orchestrator.stage_clients import StageFailed
+    from talkinghead.orchestrator.time_budget import JobBudget
 
     monkeypatch.setenv("TALKINGHEAD_STAGE_TIMEOUT_BASE_SECONDS", "10")
     monkeypatch.setenv("TALKINGHEAD_STAGE_SECONDS_PER_AUDIO_SECOND", "2")
-    assert StageDeadlines.for_audio(90).stream_s == 190
+    assert JobBudget.for_audio(90).stream_s == 190
     monkeypatch.setenv("TALKINGHEAD_STAGE_TIMEOUT_BASE_SECONDS", "0")
     monkeypatch.setenv("TALKINGHEAD_STAGE_SECONDS_PER_AUDIO_SECOND", "0.01")
     spec = JobSpec.model_validate({

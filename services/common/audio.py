@@ -7,6 +7,7 @@ decodes once, at the edge, and sends PCM between stages.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -100,6 +101,26 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -
         w.setsampwidth(2)
         w.setframerate(sample_rate)
         w.writeframes(float_to_pcm_s16le(samples))
+
+
+_DURATION = re.compile(rb"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+
+
+def probe_duration_seconds(path: Path) -> float | None:
+    """The container's stated duration, without decoding (None when it states none).
+
+    Cheap enough for a Celery worker's main process to size a job's time limits with.
+    """
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = _DURATION.search(proc.stderr)
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
 def _ffmpeg(path: Path, options: list[str], sample_format: str, max_seconds: float) -> bytes:
