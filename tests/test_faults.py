@@ -342,3 +342,37 @@ def test_queued_job_survives_a_redis_restart(stack, assets_dir, demo_face, demo_
             result.backend.remove_pending_result(result)
         redis_proc.kill()
         redis_proc.wait()
+
+
+def test_time_limits_follow_the_audio_length(stack, redis_url, assets_dir, demo_face, demo_card,
+                                             tmp_path):
+    """The worker sets each job's Celery limits from its audio (base + per audio second):
+    a job past its soft limit stops, cleans up and fails with the reason."""
+    env = redis_env(redis_url, TALKINGHEAD_JOB_SECONDS_BASE="2",
+                    TALKINGHEAD_JOB_SECONDS_PER_AUDIO_SECOND="0.05")
+    worker = start_worker(stack, "worker-limits", "limits-test", env)
+    app = make_app(redis_url, redis_url)
+    out = tmp_path / "too-slow.mp4"
+    try:
+        # 20 s of audio: soft limit 2 + 0.05 x 20 = 3 s, far less than the job needs
+        result, _ = submit_and_wait(app, long_job(assets_dir, demo_face, demo_card, out,
+                                                  "fault-limit-1"), queue="limits-test")
+        assert result.state == "FAILURE"
+        assert "job exceeded its time limit of 3 s" in str(result.result)
+        assert list(tmp_path.iterdir()) == []
+        log = worker.log_path.read_text()
+        assert "20.0 s of audio, time limits soft 3 s, hard 123 s" in log
+    finally:
+        stop(stack, worker)
+
+
+def test_job_budget_arithmetic(monkeypatch):
+    from talkinghead.orchestrator.time_budget import JobBudget
+
+    monkeypatch.setenv("TALKINGHEAD_MAX_JOB_SECONDS", "3600")
+    budget = JobBudget.for_audio(10)
+    assert (budget.soft_s, budget.hard_s) == (1800 + 120 * 10, 1800 + 1200 + 120)
+    assert budget.stream_s == 300 + 120 * 10 and budget.motion_s == 1500
+    capped = JobBudget.for_audio(600)  # 1800 + 72000 s, capped at the maximum
+    assert capped.soft_s == 3600 and capped.stream_s == 3600
+    assert JobBudget.for_audio(None).soft_s == 3600
