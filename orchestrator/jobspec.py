@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from talkinghead.services.common.audio import DEFAULT_MAX_AUDIO_SECONDS, decode_audio_file
 from talkinghead.services.common.errors import InputError
+from talkinghead.services.common.wire import image_size_from_header
 from talkinghead.services.motion.template import load_template
 
 MAX_FACE_PIXELS = 40_000_000
@@ -112,6 +113,11 @@ def check_inputs(spec: JobSpec, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SEC
     face = Path(spec.face)
     if not face.is_file():
         raise InputError(f"face image {str(face)!r} does not exist")
+    with face.open("rb") as fh:  # the header is enough to refuse an oversized image
+        size = image_size_from_header(fh.read(1 << 20))
+    if size is not None and size[0] * size[1] > MAX_FACE_PIXELS:
+        raise InputError(f"face image {face.name!r} has {size[0]}x{size[1]} pixels, more than "
+                         f"the {MAX_FACE_PIXELS} allowed")
     image = cv2.imread(str(face), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise InputError(f"face image {face.name!r} is not a decodable image")

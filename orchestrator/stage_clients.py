@@ -21,7 +21,7 @@ from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.common.logs import JOB_METADATA_KEY
 from talkinghead.services.common.security import client_channel
 from talkinghead.services.common.server import DEFAULT_MAX_MESSAGE_BYTES
-from talkinghead.services.common.wire import frame_from_proto, frame_to_proto
+from talkinghead.services.common.wire import frame_batches, frame_from_proto, frame_to_proto
 from talkinghead.services.motion.options import MotionOptions
 from talkinghead.v1 import (
     frames_pb2,
@@ -96,14 +96,9 @@ def _metadata(job_id: str) -> tuple[tuple[str, str], ...]:
 
 
 def _in_messages(frames: Iterable[VideoFrame]) -> Iterator[list[frames_pb2.Frame]]:
-    batch: list[frames_pb2.Frame] = []
-    for frame in frames:
-        batch.append(frame_to_proto(frame))
-        if len(batch) == FRAMES_PER_MESSAGE:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    """Frames as request batches: FRAMES_PER_MESSAGE at most, and within the size limit."""
+    messages = (frame_to_proto(frame) for frame in frames)
+    yield from frame_batches(messages, DEFAULT_MAX_MESSAGE_BYTES, FRAMES_PER_MESSAGE)
 
 
 class MotionClient:

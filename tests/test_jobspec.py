@@ -126,3 +126,14 @@ def test_paths_confined_to_the_configured_roots(assets_dir, demo_face, demo_card
                         audio=str(inside / "speech.wav"), output=str(tmp_path / "v.mp4"))
     with pytest.raises(InputError, match="output .* is outside"):
         check_inputs(outside)
+
+
+def test_oversized_face_refused_from_its_header(assets_dir, demo_card, tmp_path):
+    from tests.test_servers import huge_png
+
+    face = tmp_path / "huge.png"
+    face.write_bytes(huge_png(8_000, 6_000))
+    spec = JobSpec.model_validate({"face": str(face), "audio": str(assets_dir / "silence.wav"),
+                                   "card": demo_card, "output": str(tmp_path / "o.mp4")})
+    with pytest.raises(InputError, match="8000x6000 pixels, more than the 40000000 allowed"):
+        check_inputs(spec)

@@ -281,3 +281,71 @@ def test_servers_bind_loopback_only(lite_stack):
     # IPv4 loopback, possibly as an IPv4-mapped IPv6 address; never a wildcard address.
     hosts = {line.split()[3].rsplit(":", 1)[0].strip("[]") for line in lines}
     assert hosts and hosts <= {"127.0.0.1", "::ffff:127.0.0.1"}, lines
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A few kB of PNG whose header claims width x height (a decompression bomb)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_oversized_photo_refused_from_its_header(lite_stack):
+    """A 50 MP photo (over the 40 MP limit) is refused by its header, before decoding."""
+    data = huge_png(10_000, 5_000)
+    assert len(data) < 200_000
+    client = MotionClient(lite_stack.targets.motion)
+    with pytest.raises(StageFailed) as info:
+        client.animate(data, "talking", MotionOptions(fps=25))
+    client.close()
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "10000x5000 pixels, more than the 40000000 allowed" in info.value.details
+
+
+def test_message_size_limit(tmp_path, demo_face):
+    """--max-message-mb 1: a 2 MB request is refused with RESOURCE_EXHAUSTED; the server stays
+    up and serves the next request."""
+    stack = LocalStack(tmp_path, engine="lite")
+    port = free_port()
+    stack._spawn("motion-small", cli_command(
+        "serve", "motion", "--port", str(port), "--engine", "lite", "--max-message-mb", "1",
+        "--metrics-port", "0"))
+    target = f"127.0.0.1:{port}"
+    try:
+        channel = open_channel(target)
+        wait_for_serving(channel, "motion", target, 60)
+        channel.close()
+        client = MotionClient(target)
+        with pytest.raises(StageFailed) as info:
+            client.animate(b"\xff" * (2 << 20), "talking", MotionOptions(fps=25))
+        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in info.value.details
+        clip, _ = client.animate(demo_face.read_bytes(), "talking",
+                                 MotionOptions(fps=25, max_side=256))
+        assert len(clip) > 0
+        client.close()
+    finally:
+        stack.stop()
+
+
+def test_frame_batches_respect_the_message_limit():
+    from talkinghead.services.common.errors import InputError
+    from talkinghead.services.common.wire import (
+        MESSAGE_HEADROOM_BYTES,
+        frame_batches,
+        frame_to_proto,
+    )
+
+    frames = [frame_to_proto(VideoFrame(i, np.zeros((256, 256, 3), np.uint8))) for i in range(10)]
+    one = max(f.ByteSize() for f in frames) + 16
+    limit = MESSAGE_HEADROOM_BYTES + 3 * one  # room for three frames per message
+    batches = list(frame_batches(frames, limit, max_frames=8))
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    assert [f.index for b in batches for f in b] == list(range(10))
+    assert [len(b) for b in frame_batches(frames, 1 << 26, max_frames=4)] == [4, 4, 2]
+    with pytest.raises(InputError, match="frame 0 .256x256. takes"):
+        list(frame_batches(frames, MESSAGE_HEADROOM_BYTES + one // 2))

@@ -186,6 +186,7 @@ class ModelServer:
         self.gate = StageGate(settings.stage, settings.max_streams)
         self.servicer = servicer
         self.servicer.gate = self.gate
+        self.servicer.max_message_bytes = settings.max_message_bytes
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.service_names = [service_name]
         self._add_to_server = add_to_server

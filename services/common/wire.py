@@ -6,6 +6,8 @@ lossless and needs no codec; people calling one stage by hand may send PNG or JP
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import cv2
 import numpy as np
 
@@ -14,6 +16,35 @@ from talkinghead.services.common.frames import FaceGeometry, VideoFrame
 from talkinghead.v1 import frames_pb2
 
 MAX_FRAME_PIXELS = 4096 * 4096
+MESSAGE_HEADROOM_BYTES = 64 * 1024  # for the envelope: config, engine info, field tags
+
+
+def frame_batches(
+    messages: Iterable[frames_pb2.Frame], max_message_bytes: int, max_frames: int | None = None
+) -> Iterator[list[frames_pb2.Frame]]:
+    """Group frame messages into batches that each fit in one gRPC message.
+
+    Frames travel several to a message (fewer round trips), but never so many that a
+    message passes the channel's size limit, whatever the frame size. A frame that cannot
+    fit alone is refused, naming it and the limit.
+    """
+    budget = max_message_bytes - MESSAGE_HEADROOM_BYTES
+    batch: list[frames_pb2.Frame] = []
+    size = 0
+    for msg in messages:
+        n = msg.ByteSize() + 16
+        if n > budget:
+            raise InputError(
+                f"frame {msg.index} ({msg.width}x{msg.height}) takes {n} bytes, more than fits "
+                f"in one message of at most {max_message_bytes} bytes (raise --max-message-mb)"
+            )
+        if batch and (size + n > budget or (max_frames and len(batch) >= max_frames)):
+            yield batch
+            batch, size = [], 0
+        batch.append(msg)
+        size += n
+    if batch:
+        yield batch
 
 
 def geometry_to_proto(face: FaceGeometry) -> frames_pb2.FaceGeometry:
@@ -56,19 +87,41 @@ def frame_to_proto(frame: VideoFrame) -> frames_pb2.Frame:
     return msg
 
 
-def decode_image(data: bytes, what: str = "image") -> np.ndarray:
-    """Encoded image bytes → RGB uint8; InputError naming ``what`` if it is not an image."""
+def image_size_from_header(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as the file's header states it, read without decoding the pixels
+    (None when Pillow does not know the format; the decoder's own checks then apply)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def check_pixel_limit(size: tuple[int, int] | None, max_pixels: int, what: str) -> None:
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise InputError(
+            f"{what} has {size[0]}x{size[1]} pixels, more than the {max_pixels} allowed"
+        )
+
+
+def decode_image(data: bytes, what: str = "image", max_pixels: int = MAX_FRAME_PIXELS) -> np.ndarray:
+    """Encoded image bytes → RGB uint8; InputError naming ``what`` if it is not an image.
+
+    The size limit is checked on the header first, so an image that would take gigabytes
+    once decoded (a few kB of PNG can claim 50000x50000) is refused before it is decoded.
+    """
     if not data:
         raise InputError(f"{what} is empty")
+    check_pixel_limit(image_size_from_header(data), max_pixels, what)
     buffer = np.frombuffer(data, dtype=np.uint8)
     bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(f"{what} is not a decodable image (JPEG, PNG, WebP, BMP, TIFF)")
-    if bgr.shape[0] * bgr.shape[1] > MAX_FRAME_PIXELS:
-        raise InputError(
-            f"{what} has {bgr.shape[1]}x{bgr.shape[0]} pixels, more than the "
-            f"{MAX_FRAME_PIXELS} allowed"
-        )
+    check_pixel_limit((bgr.shape[1], bgr.shape[0]), max_pixels, what)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -11,12 +11,17 @@ from talkinghead.services.common.audio import (
     decode_audio_bytes,
     pcm_s16le_to_float,
 )
-from talkinghead.services.common.chunking import chunked
 from talkinghead.services.common.engines import choose_engine
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.frames import VideoFrame
-from talkinghead.services.common.server import ModelServer, ServerSettings, StageGate, streaming_rpc
-from talkinghead.services.common.wire import frame_from_proto, frame_to_proto
+from talkinghead.services.common.server import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ModelServer,
+    ServerSettings,
+    StageGate,
+    streaming_rpc,
+)
+from talkinghead.services.common.wire import frame_batches, frame_from_proto, frame_to_proto
 from talkinghead.v1 import frames_pb2, lipsync_pb2, lipsync_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,7 @@ def audio_from_proto(msg: frames_pb2.Audio, max_seconds: float):
 
 
 class LipSyncServicer(lipsync_pb2_grpc.LipSyncServiceServicer):
+    max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES  # the server's own, set by ModelServer
     stage = "lipsync"
 
     def __init__(self, chunk_frames: int, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS):
@@ -64,10 +70,10 @@ class LipSyncServicer(lipsync_pb2_grpc.LipSyncServiceServicer):
         info = frames_pb2.EngineInfo(
             name=self.engine.name, device=self.engine.device, fingerprint=self.engine.fingerprint
         )
-        for i, group in enumerate(chunked(synced, self.chunk_frames)):
-            yield lipsync_pb2.SyncResponse(
-                frames=[frame_to_proto(f) for f in group], engine=info if i == 0 else None
-            )
+        messages = (frame_to_proto(f) for f in synced)
+        batches = frame_batches(messages, self.max_message_bytes, self.chunk_frames)
+        for i, batch in enumerate(batches):
+            yield lipsync_pb2.SyncResponse(frames=batch, engine=info if i == 0 else None)
 
 
 def load_lipsync_engine(settings: ServerSettings):

@@ -10,12 +10,17 @@ import cv2
 import grpc
 import numpy as np
 
-from talkinghead.services.common.chunking import chunked
 from talkinghead.services.common.engines import choose_engine
 from talkinghead.services.common.errors import InputError, NotFoundError
 from talkinghead.services.common.frames import FaceGeometry
-from talkinghead.services.common.server import ModelServer, ServerSettings, StageGate, streaming_rpc
-from talkinghead.services.common.wire import decode_image, frame_to_proto
+from talkinghead.services.common.server import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ModelServer,
+    ServerSettings,
+    StageGate,
+    streaming_rpc,
+)
+from talkinghead.services.common.wire import decode_image, frame_batches, frame_to_proto
 from talkinghead.services.motion.options import MotionOptions
 from talkinghead.services.motion.template import (
     bundled_template_names,
@@ -55,6 +60,7 @@ def fit_photo(photo: np.ndarray, max_side: int) -> np.ndarray:
 
 
 class MotionServicer(motion_pb2_grpc.MotionServiceServicer):
+    max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES  # the server's own, set by ModelServer
     stage = "motion"
 
     def __init__(self, template_dirs: list[Path]):
@@ -68,9 +74,8 @@ class MotionServicer(motion_pb2_grpc.MotionServiceServicer):
 
     @streaming_rpc("Animate")
     def Animate(self, request: motion_pb2.AnimateRequest, context) -> Iterator:
-        photo = decode_image(request.image, what="the face photo (field image)")
-        if photo.shape[0] * photo.shape[1] > MAX_PHOTO_PIXELS:
-            raise InputError(f"the face photo exceeds {MAX_PHOTO_PIXELS} pixels")
+        photo = decode_image(request.image, what="the face photo (field image)",
+                             max_pixels=MAX_PHOTO_PIXELS)
         which = request.WhichOneof("template")
         if which == "template_name":
             template = load_template(request.template_name, self.template_dirs)
@@ -91,11 +96,12 @@ class MotionServicer(motion_pb2_grpc.MotionServiceServicer):
         )
         chunk = request.chunk_frames or DEFAULT_CHUNK_FRAMES
         frames = self.engine.animate(photo, template, options)
-        for i, group in enumerate(chunked(frames, chunk)):
+        messages = (frame_to_proto(f) for f in frames)
+        for i, batch in enumerate(frame_batches(messages, self.max_message_bytes, chunk)):
             yield motion_pb2.AnimateResponse(
                 total_frames=template.n_frames,
                 fps=options.fps,
-                frames=[frame_to_proto(f) for f in group],
+                frames=batch,
                 engine=self.engine_info() if i == 0 else None,
             )
 

@@ -10,8 +10,14 @@ from collections.abc import Iterator
 
 from talkinghead.services.common.engines import choose_engine
 from talkinghead.services.common.errors import InputError
-from talkinghead.services.common.server import ModelServer, ServerSettings, StageGate, streaming_rpc
-from talkinghead.services.common.wire import frame_from_proto, frame_to_proto
+from talkinghead.services.common.server import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ModelServer,
+    ServerSettings,
+    StageGate,
+    streaming_rpc,
+)
+from talkinghead.services.common.wire import frame_batches, frame_from_proto, frame_to_proto
 from talkinghead.v1 import frames_pb2, restore_pb2, restore_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -20,6 +26,7 @@ DEFAULT_WEIGHT = 0.5
 
 
 class RestoreServicer(restore_pb2_grpc.RestoreServiceServicer):
+    max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES  # the server's own, set by ModelServer
     stage = "restore"
 
     def __init__(self) -> None:
@@ -43,9 +50,11 @@ class RestoreServicer(restore_pb2_grpc.RestoreServiceServicer):
                 )
             frames = [frame_from_proto(f) for f in request.frames]
             restored = self.engine.restore(frames, weight, only_center) if frames else []
-            yield restore_pb2.RestoreResponse(
-                frames=[frame_to_proto(f) for f in restored], engine=info if n == 0 else None
-            )
+            messages = (frame_to_proto(f) for f in restored)
+            batches = list(frame_batches(messages, self.max_message_bytes)) or [[]]
+            for i, batch in enumerate(batches):
+                first = n == 0 and i == 0
+                yield restore_pb2.RestoreResponse(frames=batch, engine=info if first else None)
 
 
 def load_restore_engine(settings: ServerSettings):
