@@ -94,7 +94,9 @@ def run_load(redis_url: str, work_dir: Path, jobs: int = 20, workers: int = 2, r
                        with_metrics=True,
                        server_args={"motion": limit, "lipsync": limit, "restore": limit})
     env = {"TALKINGHEAD_BROKER_URL": redis_url, "TALKINGHEAD_RESULT_BACKEND": redis_url,
-           "TALKINGHEAD_RETRY_BASE_SECONDS": "0.5", "TALKINGHEAD_MAX_RETRIES": "10"}
+           "TALKINGHEAD_RETRY_BASE_SECONDS": "0.5", "TALKINGHEAD_MAX_RETRIES": "10",
+           # cold: the first jobs render the presenter's motion clip, at the same moment
+           "TALKINGHEAD_CACHE_DIR": str(work_dir / "motion-cache")}
     with stack:
         procs = [stack.start_worker(f"load-worker-{i}", env, "--queues", queue)
                  for i in range(workers)]
