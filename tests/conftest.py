@@ -70,11 +70,12 @@ def assets_dir(tmp_path_factory) -> Path:
          "-t", "3.2", str(d / "speech_3s.wav")],
         check=True,
     )
-    subprocess.run(  # long enough to act on a job while it runs (cancel it, kill things)
-        [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-stream_loop", "-1",
-         "-i", str(speech), "-t", "20", str(d / "speech_20s.wav")],
-        check=True,
-    )
+    for seconds in (20, 60):  # long enough to act on a job while it runs (kill, cancel)
+        subprocess.run(
+            [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-stream_loop", "-1",
+             "-i", str(speech), "-t", str(seconds), str(d / f"speech_{seconds}s.wav")],
+            check=True,
+        )
     write_wav(d / "silence.wav", np.zeros(16000 * 2, np.float32))
     write_wav(d / "long.wav", np.zeros(16000 * 12, np.float32))
     (d / "empty.wav").write_bytes(b"")
