@@ -13,3 +13,38 @@ def test_machine_limit_measures_every_kernel_and_dtype():
     }
     assert all(p.tflops > 0 for p in peaks)
     assert len(table(peaks)) == 2 + len(peaks)
+
+
+def test_every_network_case_builds_its_inputs_and_counts_its_flops():
+    """On the meta device: no weights, no compute, every case's shapes and FLOPs."""
+    from bench.networks import flops_per_frame, loaded_networks, network_cases, table
+
+    cases = network_cases(loaded_networks(None, "meta"), "meta")
+    gflops = {case.name: flops_per_frame(case) / 1e9 for case in cases}
+    assert len(cases) == 10
+    # the figures DESIGN.md quotes for the official architectures, within 10 %
+    assert abs(gflops["Wav2Lip generator"] - 7.9) < 0.8
+    assert abs(gflops["GFPGANv1Clean (512)"] - 396) < 40
+    assert abs(gflops["ParseNet (512)"] - 469) < 47
+    assert abs(gflops["S3FD (640x360)"] - 146) < 15
+    assert abs(gflops["RetinaFace R50 (1280x720)"] - 200) < 20
+    assert abs(gflops["LivePortrait W: warping"] - 342) < 35
+    assert abs(gflops["LivePortrait G: SPADE decoder"] - 892) < 90
+
+
+def test_network_timing_harness_on_the_cheapest_networks():
+    import torch
+
+    from bench.networks import NetworkCase, measure, table
+    from talkinghead.services.lipsync.networks.wav2lip import Wav2Lip
+    from talkinghead.services.motion.networks.stitching_retargeting import build_mlps
+
+    cases = [
+        NetworkCase("stitching", build_mlps()[0].eval(), lambda b: (torch.rand(b, 126),), "x"),
+        NetworkCase("wav2lip", Wav2Lip().eval(),
+                    lambda b: (torch.rand(b, 1, 80, 16), torch.rand(b, 6, 96, 96)), "x"),
+    ]
+    rows = measure(cases, [1, 2], repeats=1)
+    assert [r.best_batch in (1, 2) and r.fps > 0 and r.gflops_per_frame > 0 for r in rows] == [
+        True, True]
+    assert len(table(rows, limit_tflops=1.0)) == 4

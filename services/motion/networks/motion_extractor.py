@@ -154,7 +154,9 @@ class ConvNeXtV2(nn.Module):
                 nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2),
             ))
         # Drop-path rate grows linearly with depth over all blocks (0 at the first block).
-        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        # (Plain Python, not torch.linspace: the network can then be built on the meta device.)
+        n_blocks = sum(cfg.depths)
+        rates = [cfg.drop_path_rate * i / max(1, n_blocks - 1) for i in range(n_blocks)]
         self.stages = nn.ModuleList()
         first = 0
         for dim, depth in zip(dims, cfg.depths, strict=True):

@@ -1,0 +1,195 @@
+"""Every network of the pipeline, per frame: FLOPs, frames per second at the best batch,
+and the FLOP/s that achieves as a share of the machine's own limit (bench/machine_limit.py).
+
+The networks are loaded from deterministic-weight checkpoints in the official layout
+(cost does not depend on weight values), at the resolution the pipeline feeds them:
+
+| network | input per frame | runs |
+|---|---|---|
+| LivePortrait F, M | 256x256 photo | once per presenter (motion clip, then cached) |
+| LivePortrait W, G, stitching | 32x16x64x64 features, 21 keypoints | every frame of a motion clip |
+| Wav2Lip generator | 96x96 face pair + 80x16 mel | every output frame |
+| S3FD | 640x360 frame | every frame in the official way; never in ours (geometry travels) |
+| GFPGANv1Clean | 512x512 aligned face | every output frame |
+| RetinaFace R50 | 1280x720 frame | every frame in the official way; never in ours |
+| ParseNet | 512x512 face | every frame with the official paste mask |
+
+    python -m bench.networks [--device auto] [--batches 1,4,8] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bench.common import count_flops, time_call
+
+
+@dataclass(frozen=True)
+class NetworkCase:
+    name: str
+    net: Callable  # called with *inputs(batch)
+    inputs: Callable[[int], tuple]
+    runs: str  # when the pipeline runs it
+
+
+@dataclass(frozen=True)
+class NetworkRow:
+    name: str
+    runs: str
+    gflops_per_frame: float
+    best_batch: int
+    fps: float  # frames per second at the best batch
+
+    @property
+    def tflops(self) -> float:
+        return self.gflops_per_frame * self.fps / 1000.0
+
+
+def write_weights(folder: Path) -> Path:
+    """Deterministic checkpoints of every network, in the official layout."""
+    from talkinghead.services.lipsync import wav2lip_weights
+    from talkinghead.services.motion import liveportrait_weights
+    from talkinghead.services.restore import gfpgan_weights
+
+    for module in (liveportrait_weights, wav2lip_weights, gfpgan_weights):
+        module.write_deterministic_checkpoints(folder, "talkinghead-a")
+    return folder
+
+
+def loaded_networks(weights: Path | None, device: str) -> dict[str, torch.nn.Module]:
+    """The networks from ``weights``; with None, freshly built on the meta device (shapes and
+    FLOPs only: what a smoke run of the harness needs)."""
+    from talkinghead.services.lipsync import wav2lip_weights as ww
+    from talkinghead.services.lipsync.networks.s3fd import S3FD
+    from talkinghead.services.lipsync.networks.wav2lip import Wav2Lip
+    from talkinghead.services.motion import liveportrait_weights as lp
+    from talkinghead.services.motion.networks.stitching_retargeting import build_mlps
+    from talkinghead.services.restore import gfpgan_weights as gw
+    from talkinghead.services.restore.networks.gfpgan import GFPGANv1Clean
+    from talkinghead.services.restore.networks.parsenet import ParseNet
+    from talkinghead.services.restore.networks.retinaface import RetinaFace
+
+    if weights is None:
+        with torch.device("meta"):
+            nets = {key: cls() for key, (cls, _) in lp._single_file_networks().items()}
+            nets["stitching"] = build_mlps()[0]
+            nets.update(wav2lip=Wav2Lip(), s3fd=S3FD(), gfpgan=GFPGANv1Clean(),
+                        retinaface=RetinaFace(), parsenet=ParseNet())
+    else:
+        lp_nets = lp.load_networks(weights)
+        nets = {
+            "appearance_feature_extractor": lp_nets.appearance,
+            "motion_extractor": lp_nets.motion,
+            "warping_module": lp_nets.warping,
+            "spade_generator": lp_nets.generator,
+            "stitching": lp_nets.stitching,
+            "wav2lip": ww.load_generator(weights)[0],
+            "s3fd": ww.load_detector(weights),
+            "gfpgan": gw.load_restorer(weights)[0],
+            "retinaface": gw.load_detector(weights),
+            "parsenet": gw.load_parser(weights),
+        }
+    return {k: v.to(device).eval() for k, v in nets.items()}
+
+
+def network_cases(nets: dict[str, torch.nn.Module], device: str) -> list[NetworkCase]:
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, device=device)
+
+    warping = nets["warping_module"]
+    return [
+        NetworkCase("LivePortrait F: appearance features", nets["appearance_feature_extractor"],
+                    lambda b: (rand(b, 3, 256, 256),), "once per presenter"),
+        NetworkCase("LivePortrait M: motion extractor", nets["motion_extractor"],
+                    lambda b: (rand(b, 3, 256, 256),), "once per presenter"),
+        NetworkCase("LivePortrait W: warping", lambda f, x: warping(f, x, x),
+                    lambda b: (rand(b, 32, 16, 64, 64), rand(b, 21, 3)), "per clip frame"),
+        NetworkCase("LivePortrait G: SPADE decoder", nets["spade_generator"],
+                    lambda b: (rand(b, 256, 64, 64),), "per clip frame"),
+        NetworkCase("LivePortrait stitching MLP", nets["stitching"],
+                    lambda b: (rand(b, 126),), "per clip frame"),
+        NetworkCase("Wav2Lip generator", nets["wav2lip"],
+                    lambda b: (rand(b, 1, 80, 16), rand(b, 6, 96, 96)), "per output frame"),
+        NetworkCase("S3FD (640x360)", nets["s3fd"],
+                    lambda b: (rand(b, 3, 360, 640),), "per frame, official way only"),
+        NetworkCase("GFPGANv1Clean (512)", nets["gfpgan"],
+                    lambda b: (rand(b, 3, 512, 512) * 2 - 1,), "per output frame"),
+        NetworkCase("RetinaFace R50 (1280x720)", nets["retinaface"],
+                    lambda b: (rand(b, 3, 720, 1280),), "per frame, official way only"),
+        NetworkCase("ParseNet (512)", nets["parsenet"],
+                    lambda b: (rand(b, 3, 512, 512),), "per frame, official paste mask"),
+    ]
+
+
+def flops_per_frame(case: NetworkCase) -> float:
+    with torch.inference_mode():
+        return count_flops(lambda: case.net(*case.inputs(1)))
+
+
+def measure(cases: list[NetworkCase], batches: list[int], repeats: int = 2,
+            flops: dict[str, float] | None = None) -> list[NetworkRow]:
+    """Time each case at each batch; its best batch and frames/s there."""
+    rows = []
+    for case in cases:
+        gflops = (flops or {}).get(case.name) or flops_per_frame(case) / 1e9
+        fps = {}
+        for batch in batches:
+            x = case.inputs(batch)
+            with torch.inference_mode():
+                seconds = time_call(lambda x=x, case=case: case.net(*x), repeats=repeats)
+            fps[batch] = batch / seconds
+            print(f"{case.name:<40} batch {batch:>3}: {fps[batch]:9.2f} frames/s", flush=True)
+        best = max(fps, key=fps.get)
+        rows.append(NetworkRow(case.name, case.runs, gflops, best, fps[best]))
+    return rows
+
+
+def table(rows: list[NetworkRow], limit_tflops: float) -> list[str]:
+    out = ["| network | runs | GFLOPs / frame | best batch | frames / s | TFLOP/s achieved "
+           "| share of the fp32 conv limit |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r.name} | {r.runs} | {r.gflops_per_frame:.2f} | {r.best_batch} "
+                   f"| {r.fps:.2f} | {r.tflops:.3f} | {100 * r.tflops / limit_tflops:.0f} % |")
+    return out
+
+
+def run(device: str, batches: list[int], repeats: int = 2) -> tuple[list[NetworkRow], float]:
+    """(rows, fp32 conv limit in TFLOP/s), both measured in this process."""
+    from bench.machine_limit import measure as machine_limit
+
+    limit = max(p.tflops for p in machine_limit(device) if p.dtype == "float32")
+    with tempfile.TemporaryDirectory() as tmp:
+        nets = loaded_networks(write_weights(Path(tmp)), device)
+    rows = measure(network_cases(nets, device), batches, repeats)
+    return rows, limit
+
+
+def main() -> None:
+    from bench.common import append_markdown
+    from talkinghead.services.common.device import resolve_device
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batches", default="1,4")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    rows, limit = run(device, [int(b) for b in args.batches.split(",")], args.repeats)
+    lines = table(rows, limit)
+    print("\n".join(lines))
+    if not args.no_write:
+        append_markdown("bench.networks", "Every network, per frame, against the machine's "
+                        "limit", lines, device,
+                        [f"The limit is the best fp32 figure of bench.machine_limit measured in "
+                         f"the same run: {limit:.3f} TFLOP/s."])
+
+
+if __name__ == "__main__":
+    main()
