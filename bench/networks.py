@@ -152,22 +152,17 @@ def measure(cases: list[NetworkCase], batches: list[int], repeats: int = 2,
 
 def table(rows: list[NetworkRow], limit_tflops: float) -> list[str]:
     out = ["| network | runs | GFLOPs / frame | best batch | frames / s | TFLOP/s achieved "
-           "| share of the fp32 conv limit |", "|---|---|---:|---:|---:|---:|---:|"]
+           "| share of the fp32 limit |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r.name} | {r.runs} | {r.gflops_per_frame:.2f} | {r.best_batch} "
                    f"| {r.fps:.2f} | {r.tflops:.3f} | {100 * r.tflops / limit_tflops:.0f} % |")
     return out
 
 
-def run(device: str, batches: list[int], repeats: int = 2) -> tuple[list[NetworkRow], float]:
-    """(rows, fp32 conv limit in TFLOP/s), both measured in this process."""
-    from bench.machine_limit import measure as machine_limit
-
-    limit = max(p.tflops for p in machine_limit(device) if p.dtype == "float32")
+def deterministic_networks(device: str) -> dict[str, torch.nn.Module]:
+    """Every network, loaded through our official-checkpoint loaders from deterministic files."""
     with tempfile.TemporaryDirectory() as tmp:
-        nets = loaded_networks(write_weights(Path(tmp)), device)
-    rows = measure(network_cases(nets, device), batches, repeats)
-    return rows, limit
+        return loaded_networks(write_weights(Path(tmp)), device)
 
 
 def main() -> None:
@@ -181,7 +176,11 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    rows, limit = run(device, [int(b) for b in args.batches.split(",")], args.repeats)
+    from bench.machine_limit import measure as machine_limit
+
+    limit = max(p.tflops for p in machine_limit(device) if p.dtype == "float32")
+    rows = measure(network_cases(deterministic_networks(device), device),
+                   [int(b) for b in args.batches.split(",")], args.repeats)
     lines = table(rows, limit)
     print("\n".join(lines))
     if not args.no_write:

@@ -17,7 +17,7 @@ def test_machine_limit_measures_every_kernel_and_dtype():
 
 def test_every_network_case_builds_its_inputs_and_counts_its_flops():
     """On the meta device: no weights, no compute, every case's shapes and FLOPs."""
-    from bench.networks import flops_per_frame, loaded_networks, network_cases, table
+    from bench.networks import flops_per_frame, loaded_networks, network_cases
 
     cases = network_cases(loaded_networks(None, "meta"), "meta")
     gflops = {case.name: flops_per_frame(case) / 1e9 for case in cases}
@@ -48,3 +48,17 @@ def test_network_timing_harness_on_the_cheapest_networks():
     assert [r.best_batch in (1, 2) and r.fps > 0 and r.gflops_per_frame > 0 for r in rows] == [
         True, True]
     assert len(table(rows, limit_tflops=1.0)) == 4
+
+
+def test_bench_command_smoke_run():
+    """`python -m bench --smoke`, as README shows it: runs in seconds, prints both tables."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| matmul | float32 |" in proc.stdout
+    assert "| Wav2Lip generator | per output frame | 7.93 |" in proc.stdout
