@@ -61,6 +61,11 @@ def only_the_output(folder: Path, out: Path) -> None:
     assert sorted(folder.iterdir()) == [out], sorted(p.name for p in folder.iterdir())
 
 
+def send(app, queue: str, spec: dict):
+    """Submit ``spec`` to ``queue`` under its job id; its AsyncResult."""
+    return app.send_task("talkinghead.render", queue=queue, task_id=spec["job_id"], args=[spec])
+
+
 def long_job(assets_dir, demo_face, demo_card, out: Path, job_id: str) -> dict:
     return job(assets_dir, demo_face, demo_card, out, job_id=job_id,
                audio=str(assets_dir / "speech_20s.wav"))
@@ -77,8 +82,7 @@ def test_cancel_stops_the_jobs_streams_promptly(stack, redis_url, assets_dir, de
     try:
         spec = job(assets_dir, demo_face, demo_card, out, job_id="fault-cancel-1",
                    audio=str(assets_dir / "speech_60s.wav"))  # 1500 frames: far from done
-        result = app.send_task("talkinghead.render", queue="cancel-test", task_id=spec["job_id"],
-                               args=[spec])
+        result = send(app, "cancel-test", spec)
         wait_until(lambda: frames_done(result, "lipsync") >= 25, 90, "lipsync under way")
         proc = subprocess.run([sys.executable, "-m", "talkinghead.cli", "cancel", result.id],
                               capture_output=True, text=True, timeout=60,
@@ -114,10 +118,8 @@ def test_worker_process_killed_mid_job_is_redelivered(stack, redis_url, assets_d
     app = make_app(redis_url, redis_url)
     out = tmp_path / "redelivered.mp4"
     try:
-        result = app.send_task("talkinghead.render", queue="child-kill-test",
-                               task_id="fault-child-kill-1",
-                               args=[long_job(assets_dir, demo_face, demo_card, out,
-                                              "fault-child-kill-1")])
+        spec = long_job(assets_dir, demo_face, demo_card, out, "fault-child-kill-1")
+        result = send(app, "child-kill-test", spec)
         wait_until(lambda: frames_done(result, "compose") >= 25, 90, "compose under way")
         children = child_pids(worker.popen.pid)
         assert len(children) == 1, children  # --concurrency 1
@@ -143,10 +145,8 @@ def test_whole_worker_killed_mid_job_is_redelivered(stack, redis_url, assets_dir
     out = tmp_path / "survivor.mp4"
     second = None
     try:
-        result = app.send_task("talkinghead.render", queue="worker-kill-test",
-                               task_id="fault-worker-kill-1",
-                               args=[long_job(assets_dir, demo_face, demo_card, out,
-                                              "fault-worker-kill-1")])
+        spec = long_job(assets_dir, demo_face, demo_card, out, "fault-worker-kill-1")
+        result = send(app, "worker-kill-test", spec)
         wait_until(lambda: frames_done(result, "compose") >= 25, 90, "compose under way")
         os.killpg(first.popen.pid, signal.SIGKILL)
         first.popen.wait()
@@ -174,10 +174,8 @@ def test_lipsync_server_restarted_mid_job(stack, redis_url, assets_dir, demo_fac
     port = stack.ports["lipsync"]
     restarted = None
     try:
-        result = app.send_task("talkinghead.render", queue="lipsync-restart-test",
-                               task_id="fault-lipsync-restart-1",
-                               args=[long_job(assets_dir, demo_face, demo_card, out,
-                                              "fault-lipsync-restart-1")])
+        spec = long_job(assets_dir, demo_face, demo_card, out, "fault-lipsync-restart-1")
+        result = send(app, "lipsync-restart-test", spec)
         wait_until(lambda: frames_done(result, "lipsync") >= 25, 90, "lipsync under way")
         os.killpg(lipsync.popen.pid, signal.SIGKILL)
         lipsync.popen.wait()
@@ -229,10 +227,8 @@ def test_job_waits_for_a_server_still_loading_its_model(stack, redis_url, wav2li
     out = tmp_path / "waited.mp4"
     server = None
     try:
-        result = app.send_task("talkinghead.render", queue="loading-test",
-                               task_id="fault-loading-1",
-                               args=[job(assets_dir, demo_face, demo_card, out,
-                                         job_id="fault-loading-1")])
+        result = send(app, "loading-test",
+                      job(assets_dir, demo_face, demo_card, out, job_id="fault-loading-1"))
         wait_until(lambda: result.state == "PROGRESS", 60, "the job to start")
         server = stack._spawn("lipsync-loading", [
             sys.executable, "-m", "talkinghead.cli", "serve", "lipsync", "--port", str(port),
@@ -311,10 +307,8 @@ def test_queued_job_survives_a_redis_restart(stack, assets_dir, demo_face, demo_
     worker, results = None, []
     try:
         app = make_app(url, url)
-        queued = app.send_task("talkinghead.render", queue="redis-restart-test",
-                               task_id="fault-redis-1",
-                               args=[job(assets_dir, demo_face, demo_card, outputs / "a.mp4",
-                                         job_id="fault-redis-1")])
+        queued = send(app, "redis-restart-test", job(assets_dir, demo_face, demo_card,
+                                                     outputs / "a.mp4", job_id="fault-redis-1"))
         results.append(queued)
         redis_proc.kill()
         redis_proc.wait()
