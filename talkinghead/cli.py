@@ -112,6 +112,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ]
     if args.queues:
         argv += ["--queues", args.queues]
+    if args.state_db:  # revoked job ids survive a restart of this worker
+        argv += ["--statedb", args.state_db]
     if is_embedded():  # the filesystem transport has no broadcast: no gossip/mingle/heartbeat
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     app.worker_main(argv)
@@ -423,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--hostname", default="talkinghead@%h")
     p.add_argument("--queues", help="comma-separated queues to consume (default: celery)")
+    p.add_argument("--state-db", help="file keeping this worker's revoked job ids across "
+                   "restarts (so a cancelled queued job stays cancelled)")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("render", help="render one video in this process")
