@@ -101,11 +101,29 @@ def _in_messages(frames: Iterable[VideoFrame]) -> Iterator[list[frames_pb2.Frame
     yield from frame_batches(messages, DEFAULT_MAX_MESSAGE_BYTES, FRAMES_PER_MESSAGE)
 
 
-class MotionClient:
+class _StageClient:
+    """One model server: its channel and stub, the engine it reports, and the call in flight,
+    which ``cancel`` ends from any thread (a stopped job frees the server's slot at once)."""
+
+    stub_class: type
+
     def __init__(self, target: str, job_id: str = "-"):
         self.target, self.job_id = target, job_id
         self.channel = open_channel(target)
-        self.stub = motion_pb2_grpc.MotionServiceStub(self.channel)
+        self.stub = self.stub_class(self.channel)
+        self.engine: frames_pb2.EngineInfo | None = None  # known once frames come back
+        self._call: grpc.Call | None = None
+
+    def cancel(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class MotionClient(_StageClient):
+    stub_class = motion_pb2_grpc.MotionServiceStub
 
     def animate(
         self,
@@ -135,6 +153,7 @@ class MotionClient:
         frames: list[VideoFrame] = []
         header = None
         call = self.stub.Animate(request, timeout=timeout, metadata=_metadata(self.job_id))
+        self._call = call
         try:
             for response in call:
                 if header is None:
@@ -165,23 +184,9 @@ class MotionClient:
     def list_templates(self) -> list[motion_pb2.TemplateInfo]:
         return list(self.stub.ListTemplates(motion_pb2.ListTemplatesRequest(), timeout=10).templates)
 
-    def close(self) -> None:
-        self.channel.close()
 
-
-class LipSyncClient:
-    def __init__(self, target: str, job_id: str = "-"):
-        self.target, self.job_id = target, job_id
-        self.channel = open_channel(target)
-        self.stub = lipsync_pb2_grpc.LipSyncServiceStub(self.channel)
-        self.engine: frames_pb2.EngineInfo | None = None  # known once frames come back
-        self._call: grpc.Call | None = None
-
-    def cancel(self) -> None:
-        """End the stream now, from any thread (the job was stopped): the server frees its
-        slot and the reading side sees CANCELLED."""
-        if self._call is not None:
-            self._call.cancel()
+class LipSyncClient(_StageClient):
+    stub_class = lipsync_pb2_grpc.LipSyncServiceStub
 
     def sync(
         self,
@@ -221,24 +226,11 @@ class LipSyncClient:
         finally:
             call.cancel()
 
-    def close(self) -> None:
-        self.channel.close()
 
-
-class RestoreClient:
+class RestoreClient(_StageClient):
     """One restore replica. The fan-out over many lives in restore_fanout.py."""
 
-    def __init__(self, target: str, job_id: str = "-"):
-        self.target, self.job_id = target, job_id
-        self.channel = open_channel(target)
-        self.stub = restore_pb2_grpc.RestoreServiceStub(self.channel)
-        self.engine: frames_pb2.EngineInfo | None = None  # known once frames come back
-        self._call: grpc.Call | None = None
-
-    def cancel(self) -> None:
-        """End the chunk in flight now, from any thread."""
-        if self._call is not None:
-            self._call.cancel()
+    stub_class = restore_pb2_grpc.RestoreServiceStub
 
     def restore(
         self, frames: list[VideoFrame], weight: float = 0.5, timeout: float | None = None
@@ -260,6 +252,3 @@ class RestoreClient:
         finally:
             self._call = None
         return out
-
-    def close(self) -> None:
-        self.channel.close()
