@@ -15,6 +15,12 @@ REQUEST_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800),
 )
 STREAMS_IN_FLIGHT = Gauge("talkinghead_streams_in_flight", "RPCs being served.", ["stage"])
+NETWORK_SECONDS = Counter(
+    "talkinghead_network_seconds_total",
+    "Seconds inside the networks' forward passes; the rest of request time is pre/post-"
+    "processing and transport. On cuda only with TALKINGHEAD_NETWORK_TIMING=sync.",
+    ["stage"],
+)
 READY = Gauge("talkinghead_ready", "1 once the model is loaded and warm.", ["stage", "engine"])
 
 

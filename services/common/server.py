@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import signal
 import threading
 import time
@@ -234,6 +235,7 @@ class ModelServer:
         started = time.perf_counter()
         engine = self._load_engine()
         engine.warmup()
+        self._clock_networks(engine)
         self.servicer.engine = engine
         metrics.READY.labels(self.settings.stage, engine.name).set(1)
         self.gate.ready.set()
@@ -243,6 +245,18 @@ class ModelServer:
             engine.name, engine.device, time.perf_counter() - started,
             extra={"engine": engine.name, "device": engine.device},
         )
+
+    def _clock_networks(self, engine: Any) -> None:
+        """Count network seconds (metrics.NETWORK_SECONDS). Free on a CPU; on a GPU it needs
+        a synchronise per forward pass, so there only when asked for."""
+        from talkinghead.services.common.network_time import NetworkClock, networks_of
+
+        device = getattr(engine, "device", "cpu")
+        synchronize = os.environ.get("TALKINGHEAD_NETWORK_TIMING", "") == "sync"
+        if device != "cpu" and not synchronize:
+            return
+        counter = metrics.NETWORK_SECONDS.labels(self.settings.stage)
+        self._network_clock = NetworkClock(networks_of(engine), counter.inc, synchronize)
 
     def drain(self) -> None:
         """Stop taking work, let streams in flight finish within the grace period."""
