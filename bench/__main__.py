@@ -3,25 +3,29 @@
 Runs, in one process so that every figure is taken under the same conditions:
   1. the machine's limit (bench/machine_limit.py)
   2. every network per frame against that limit (bench/networks.py)
-  3. restore (the bottleneck) through 1 and 2 served replicas, each pinned to its own core
+  3. each stage as served over gRPC, with the time outside the networks broken out
+     (bench/served_stages.py)
+  4. restore (the bottleneck) through 1 and 2 served replicas, each pinned to its own core
+  5. a whole job of ``--seconds`` of audio, ours cold and warm and the seed pipeline's way,
+     seconds per stage and the ratios (bench/whole_job.py, bench/seed_way.py)
+  6. the warm path's time outside the networks, profiled (bench/warm_profile.py)
 prints one table per part and appends them, with date, device and command, to
-BENCHMARKS.md. ``--smoke`` checks the harness in seconds (tiny kernels, FLOPs counted on the
-meta device, only the cheapest networks timed): its figures say nothing about speed and
-are never written.
+BENCHMARKS.md. Neural engines on deterministic checkpoints in the official layout (cost
+does not depend on weight values). ``--smoke`` checks the whole harness in seconds: tiny
+kernels, FLOPs on the meta device, the lite engines and 2 s of audio for the served stages
+and the whole job; its figures say nothing about speed and are never written.
 
-Not yet here (issue #7): the other stages as served, a whole job cold and warm, the seed
-pipeline's way in the same run, the warm-path profile. Until then see the separate
-scripts: bench.lipsync, bench.restore, bench.memory, bench.load, bench.lite_and_compositor.
-
-    python -m bench [--device auto] [--batches 1,4] [--smoke] [--no-write]
+    python -m bench [--device auto] [--seconds 90] [--only PART,...] [--smoke] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
+from pathlib import Path
 
-from bench import machine_limit, networks
+from bench import machine_limit, networks, served_stages, warm_profile, whole_job
 from bench.common import append_markdown
 from talkinghead.services.common.device import resolve_device
 
@@ -34,7 +38,20 @@ def smoke(device: str) -> list[str]:
     real = networks.network_cases(_cheap_networks(device), device)
     rows = networks.measure([c for c in real if flops[c.name] < 10], [1], repeats=1, flops=flops)
     limit = max(p.tflops for p in peaks if p.dtype == "float32")
-    return machine_limit.table(peaks) + [""] + networks.table(rows, limit)
+    lines = machine_limit.table(peaks) + [""] + networks.table(rows, limit)
+    served = served_stages.measure("lite", None, device, {"motion": 4, "lipsync": 8,
+                                                          "restore": 4}, SERVED_BATCH)
+    job = whole_job.measure(SMOKE_SECONDS, "lite", None, device, SERVED_BATCH)
+    warm = warm_profile.profile_warm_path(None, device, 4, 3, engine="lite", cheap_frames=8)
+    return (lines + [""] + served_stages.table(served) + [""]
+            + whole_job.table(job, SMOKE_SECONDS) + [""] + warm_profile.table(warm))
+
+
+PARTS = ("limit", "networks", "served", "replicas", "job", "profile")
+SMOKE_SECONDS = 2.0
+# Batch sizes as served on this kind of machine: on a CPU, restore is fastest one face at a
+# time (BENCHMARKS.md, "Restore options"); Wav2Lip's generator peaks near 16.
+SERVED_BATCH = {"motion": 4, "lipsync": 16, "restore": 1}
 
 
 def _cheap_networks(device: str) -> dict:
@@ -69,34 +86,70 @@ def replica_table(frames: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"parts: {','.join(PARTS)}")
     parser.add_argument("--batches", default="1,4")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--smoke", action="store_true", help="check the harness in seconds")
+    parser.add_argument("--seconds", type=float, default=90.0,
+                        help="audio length of the whole job (scaled to 90 s when shorter)")
+    parser.add_argument("--restore-replicas", type=int, default=1,
+                        help="restore servers in the whole job")
+    parser.add_argument("--served-frames", default="4,64,4",
+                        help="frames for motion, lipsync, restore as served")
     parser.add_argument("--replica-frames", type=int, default=8)
-    parser.add_argument("--no-replicas", action="store_true")
+    parser.add_argument("--weights", type=Path,
+                        help="checkpoints folder (default: deterministic ones, written here)")
+    parser.add_argument("--smoke", action="store_true", help="check the harness in seconds")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     device = resolve_device(args.device)
     if args.smoke:
         print("\n".join(smoke(device)))
         return
+    parts = set(args.only.split(","))
+    unknown = parts - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part(s) {sorted(unknown)}; choose from {','.join(PARTS)}")
+    with tempfile.TemporaryDirectory(prefix="bench-weights-") as tmp:
+        weights = args.weights or networks.write_weights(Path(tmp))
+        for title, lines, notes in sections(args, parts, device, weights):
+            print(f"\n## {title}\n" + "\n".join(lines), flush=True)
+            if not args.no_write:
+                append_markdown("bench", title, lines, device, notes)
+
+
+def sections(args: argparse.Namespace, parts: set[str], device: str, weights: Path):
+    """(title, table lines, notes) per part, each yielded as soon as it is measured."""
     peaks = machine_limit.measure(device)
     limit = max(p.tflops for p in peaks if p.dtype == "float32")
-    rows = networks.measure(networks.network_cases(networks.deterministic_networks(device), device),
-                            [int(b) for b in args.batches.split(",")], args.repeats)
-    sections = [
-        ("The machine's limit", machine_limit.table(peaks), []),
-        ("Every network, per frame, against the machine's limit", networks.table(rows, limit),
-         [f"Share of {limit:.3f} TFLOP/s, the best fp32 kernel of the limit above."]),
-    ]
-    if not args.no_replicas and (os.cpu_count() or 1) >= 2:
-        sections.append(("Restore through served replicas", replica_table(args.replica_frames),
-                         ["GFPGAN on deterministic weights, 1280x720 frames with face geometry "
-                          "given, parse-mask paste-back, chunks of 4 over the replicas."]))
-    for title, lines, notes in sections:
-        print(f"\n## {title}\n" + "\n".join(lines))
-        if not args.no_write:
-            append_markdown("bench", title, lines, device, notes)
+    if "limit" in parts:
+        yield "The machine's limit", machine_limit.table(peaks), []
+    if "networks" in parts:
+        rows = networks.measure(
+            networks.network_cases(networks.loaded_networks(weights, device), device),
+            [int(b) for b in args.batches.split(",")], args.repeats)
+        yield ("Every network, per frame, against the machine's limit",
+               networks.table(rows, limit),
+               [f"Share of {limit:.3f} TFLOP/s, the best fp32 kernel of the limit above."])
+    if "served" in parts:
+        frames = dict(zip(served_stages.STAGES, (int(n) for n in args.served_frames.split(",")),
+                          strict=True))
+        rows = served_stages.measure("neural", weights, device, frames, SERVED_BATCH)
+        yield ("Each stage as served, and where the time goes", served_stages.table(rows),
+               [served_stages.NOTE, f"Batch sizes: {SERVED_BATCH}."])
+    if "replicas" in parts and (os.cpu_count() or 1) >= 2:
+        yield ("Restore through served replicas", replica_table(args.replica_frames),
+               ["GFPGAN on deterministic weights, 1280x720 frames with face geometry "
+                "given, parse-mask paste-back, chunks of 4 over the replicas."])
+    if "job" in parts:
+        rows = whole_job.measure(args.seconds, "neural", weights, device, SERVED_BATCH,
+                                 args.restore_replicas)
+        yield (f"A whole job of {args.seconds:g} s of audio: ours against the seed's way",
+               whole_job.table(rows, args.seconds),
+               whole_job.notes(args.seconds, args.restore_replicas, SERVED_BATCH))
+    if "profile" in parts:
+        profile = warm_profile.profile_warm_path(weights, device, 8, 6)
+        yield ("Warm path: time outside the networks", warm_profile.table(profile),
+               [warm_profile.NOTE])
 
 
 if __name__ == "__main__":

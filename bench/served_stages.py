@@ -36,6 +36,12 @@ from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.common.network_time import NetworkSeconds
 
 STAGES = ("motion", "lipsync", "restore")
+NOTE = ("Per frame: network = the server's own forward-pass seconds "
+        "(talkinghead_network_seconds_total); pre/post = the same engine in-process minus its "
+        "network seconds (crops, alignment, colour, masks, paste-back); gRPC = the rest of the "
+        "served time ((de)serialisation, transport, the server's threads). Demo photo "
+        "(512x512) with face geometry, as the orchestrator sends; motion renders the first "
+        "frames of `talking` (F and M once per call, included).")
 NEURAL_ENGINE = {"motion": "liveportrait", "lipsync": "wav2lip", "restore": "gfpgan"}
 
 

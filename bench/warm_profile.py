@@ -26,6 +26,10 @@ from pathlib import Path
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.common.network_time import NetworkSeconds, networks_of
 
+NOTE = ("cProfile paused inside every network's forward pass; demo frames (512x512) with "
+        "face geometry, as the pipeline sends them. 'The rest' = wall time minus network "
+        "seconds; the largest own times name where it goes.")
+
 
 @dataclass
 class PartProfile:
@@ -160,8 +164,7 @@ def main() -> None:
     print("\n".join(lines))
     if not args.no_write:
         append_markdown("bench.warm_profile", "Warm path: time outside the networks", lines,
-                        device, ["cProfile paused inside every network's forward pass; demo "
-                                 "frames (512x512) with face geometry, as the pipeline sends."])
+                        device, [NOTE])
 
 
 if __name__ == "__main__":

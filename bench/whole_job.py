@@ -153,6 +153,28 @@ def measure(seconds: float, engine: str, weights: Path | None, device: str,
     return rows
 
 
+def notes(seconds: float, restore_replicas: int, batch: dict[str, int]) -> list[str]:
+    lines = [
+        f"Audio: the demo speech repeated to {seconds:g} s; 25 fps; the demo photo (512x512) "
+        "and card; `talking` template (125 frames at 25 fps). Neural engines on deterministic "
+        f"checkpoints; ours with {restore_replicas} restore replica(s), batch sizes {batch}.",
+        "Ours: stages stream into each other, so lipsync / restore / compose give the moment "
+        "each finished its last frame, counted from the start of the stream (compose is then "
+        "the streamed part's length). Seed way: each step's own wall seconds, one after the "
+        "other (a process each: start-up and model load included).",
+        "Seed way without restore: the same run's steps less the restore step (each step is "
+        "its own process reading the previous step's file, so the others do not change).",
+        "Marginal cost of one more video of an already-rendered presenter: the warm row.",
+    ]
+    if seconds < TARGET_SECONDS:
+        lines.append(
+            f"(scaled): {seconds:g} s of audio measured; the 90 s figures keep each job's fixed "
+            "part (ours: validation and the motion clip; the seed's: its motion step and each "
+            "step's start-up to model loaded) and scale the rest by frames, 90 / "
+            f"{seconds:g}. They are estimates, marked as such.")
+    return lines
+
+
 STAGE_ORDER = ("validate", "motion", "loop", "lipsync", "restore", "compose")
 
 
