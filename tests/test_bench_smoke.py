@@ -1,4 +1,4 @@
-"""The benchmark harness runs (tiny problems, a fraction of a second): not a speed test."""
+"""The benchmark harness runs (tiny problems, lite engines: seconds): not a speed test."""
 
 from __future__ import annotations
 
@@ -57,8 +57,16 @@ def test_bench_command_smoke_run():
     from pathlib import Path
 
     proc = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--device", "cpu"],
-                          capture_output=True, text=True, timeout=120,
+                          capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| matmul | float32 |" in proc.stdout
     assert "| Wav2Lip generator | per output frame | 7.93 |" in proc.stdout
+    # each stage as served, the whole job ours and the seed's way, the warm profile
+    for stage in ("motion", "lipsync", "restore"):
+        assert f"| {stage} (lite) |" in proc.stdout
+    for job in ("ours, cold", "ours, warm", "ours, warm, no restore", "seed way",
+                "seed way, no restore"):
+        assert f"| {job} |" in proc.stdout
+    assert "| ours, warm, no restore | seed way, no restore |" in proc.stdout
+    assert "| compose + encode (1080p H.264) |" in proc.stdout
