@@ -39,9 +39,10 @@ def smoke(device: str) -> list[str]:
     rows = networks.measure([c for c in real if flops[c.name] < 10], [1], repeats=1, flops=flops)
     limit = max(p.tflops for p in peaks if p.dtype == "float32")
     lines = machine_limit.table(peaks) + [""] + networks.table(rows, limit)
+    batch = served_batch(device)
     served = served_stages.measure("lite", None, device, {"motion": 4, "lipsync": 8,
-                                                          "restore": 4}, SERVED_BATCH)
-    job = whole_job.measure(SMOKE_SECONDS, "lite", None, device, SERVED_BATCH)
+                                                          "restore": 4}, batch)
+    job = whole_job.measure(SMOKE_SECONDS, "lite", None, device, batch)
     warm = warm_profile.profile_warm_path(None, device, 4, 3, engine="lite", cheap_frames=8)
     return (lines + [""] + served_stages.table(served) + [""]
             + whole_job.table(job, SMOKE_SECONDS) + [""] + warm_profile.table(warm))
@@ -49,9 +50,16 @@ def smoke(device: str) -> list[str]:
 
 PARTS = ("limit", "networks", "served", "replicas", "job", "profile")
 SMOKE_SECONDS = 2.0
-# Batch sizes as served on this kind of machine: on a CPU, restore is fastest one face at a
-# time (BENCHMARKS.md, "Restore options"); Wav2Lip's generator peaks near 16.
-SERVED_BATCH = {"motion": 4, "lipsync": 16, "restore": 1}
+
+
+def served_batch(device: str) -> dict[str, int]:
+    """Batch sizes as served. On a CPU the large generators (LivePortrait's W and G, GFPGAN,
+    ParseNet) run fastest one frame at a time (the networks table; BENCHMARKS.md "Restore
+    options") and Wav2Lip's small generator peaks near 16; on a GPU batches fill the device
+    (the servers' default, 8; not measured here)."""
+    if device == "cpu":
+        return {"motion": 1, "lipsync": 16, "restore": 1}
+    return {"motion": 8, "lipsync": 64, "restore": 8}
 
 
 def _cheap_networks(device: str) -> dict:
@@ -119,6 +127,7 @@ def main() -> None:
 
 def sections(args: argparse.Namespace, parts: set[str], device: str, weights: Path):
     """(title, table lines, notes) per part, each yielded as soon as it is measured."""
+    batch = served_batch(device)
     peaks = machine_limit.measure(device)
     limit = max(p.tflops for p in peaks if p.dtype == "float32")
     if "limit" in parts:
@@ -133,19 +142,19 @@ def sections(args: argparse.Namespace, parts: set[str], device: str, weights: Pa
     if "served" in parts:
         frames = dict(zip(served_stages.STAGES, (int(n) for n in args.served_frames.split(",")),
                           strict=True))
-        rows = served_stages.measure("neural", weights, device, frames, SERVED_BATCH)
+        rows = served_stages.measure("neural", weights, device, frames, batch)
         yield ("Each stage as served, and where the time goes", served_stages.table(rows),
-               [served_stages.NOTE, f"Batch sizes: {SERVED_BATCH}."])
+               [served_stages.NOTE, f"Batch sizes: {batch}."])
     if "replicas" in parts and (os.cpu_count() or 1) >= 2:
         yield ("Restore through served replicas", replica_table(args.replica_frames),
                ["GFPGAN on deterministic weights, 1280x720 frames with face geometry "
                 "given, parse-mask paste-back, chunks of 4 over the replicas."])
     if "job" in parts:
-        rows = whole_job.measure(args.seconds, "neural", weights, device, SERVED_BATCH,
+        rows = whole_job.measure(args.seconds, "neural", weights, device, batch,
                                  args.restore_replicas)
         yield (f"A whole job of {args.seconds:g} s of audio: ours against the seed's way",
                whole_job.table(rows, args.seconds),
-               whole_job.notes(args.seconds, args.restore_replicas, SERVED_BATCH))
+               whole_job.notes(args.seconds, args.restore_replicas, batch))
     if "profile" in parts:
         profile = warm_profile.profile_warm_path(weights, device, 8, 6)
         yield ("Warm path: time outside the networks", warm_profile.table(profile),

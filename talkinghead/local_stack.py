@@ -72,19 +72,22 @@ class LocalStack:
     with_metrics: bool = False  # give each server a Prometheus port (see metrics_ports)
     server_args: dict[str, list[str]] = field(default_factory=dict)  # per stage: extra flags
     metrics_ports: dict[str, int] = field(default_factory=dict)  # server name -> port
+    # server name -> CPU list for `taskset -c` (e.g. {"restore-0": "0", "restore-1": "1"}):
+    # replicas pinned to their own cores, as an operator runs them on a many-core host
+    cpu_sets: dict[str, str] = field(default_factory=dict)
 
     def start_server(self, stage: str, port: int, name: str, *extra: str) -> Process:
         metrics_port = 0
         if self.with_metrics:
             metrics_port = self.metrics_ports.get(name) or free_port()
             self.metrics_ports[name] = metrics_port
-        return self._spawn(
-            name,
-            cli_command(
-                "serve", stage, "--port", str(port), "--engine", self.engine,
-                "--metrics-port", str(metrics_port), *self.server_args.get(stage, []), *extra,
-            ),
+        command = cli_command(
+            "serve", stage, "--port", str(port), "--engine", self.engine,
+            "--metrics-port", str(metrics_port), *self.server_args.get(stage, []), *extra,
         )
+        if name in self.cpu_sets:
+            command = ["taskset", "-c", self.cpu_sets[name], *command]
+        return self._spawn(name, command)
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Process:
         self.log_dir.mkdir(parents=True, exist_ok=True)
