@@ -101,6 +101,8 @@ def main() -> None:
                         help="audio length of the whole job (scaled to 90 s when shorter)")
     parser.add_argument("--restore-replicas", type=int, default=1,
                         help="restore servers in the whole job")
+    parser.add_argument("--no-seed", action="store_true",
+                        help="whole job: ours only, not the seed's way")
     parser.add_argument("--served-frames", default="4,64,4",
                         help="frames for motion, lipsync, restore as served")
     parser.add_argument("--replica-frames", type=int, default=8)
@@ -151,7 +153,7 @@ def sections(args: argparse.Namespace, parts: set[str], device: str, weights: Pa
                 "given, parse-mask paste-back, chunks of 4 over the replicas."])
     if "job" in parts:
         rows = whole_job.measure(args.seconds, "neural", weights, device, batch,
-                                 args.restore_replicas)
+                                 args.restore_replicas, with_seed=not args.no_seed)
         yield (f"A whole job of {args.seconds:g} s of audio: ours against the seed's way",
                whole_job.table(rows, args.seconds),
                whole_job.notes(args.seconds, args.restore_replicas, batch))

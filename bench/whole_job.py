@@ -58,7 +58,7 @@ def speech_of_length(seconds: float, out: Path) -> Path:
     return out
 
 
-def demo_spec(audio: Path, output: Path, restore: bool):
+def demo_spec(audio: Path, output: Path, restore: bool, restore_chunk_frames: int = 16):
     import json
 
     from talkinghead.orchestrator.jobspec import JobCard, JobSpec, RenderOptions
@@ -66,7 +66,8 @@ def demo_spec(audio: Path, output: Path, restore: bool):
     demo = resources.files("talkinghead.assets.demo")
     card = JobCard(**json.loads((demo / "card.json").read_text()))
     return JobSpec(face=Path(str(demo / "face.jpg")), audio=audio, card=card, output=output,
-                   options=RenderOptions(restore=restore))
+                   options=RenderOptions(restore=restore,
+                                         restore_chunk_frames=restore_chunk_frames))
 
 
 @contextlib.contextmanager
@@ -92,11 +93,12 @@ def our_servers(engine: str, weights: Path | None, device: str, batch: dict[str,
             yield stack.targets
 
 
-def ours(targets, audio: Path, work: Path, label: str, restore: bool, cache) -> JobFigures:
+def ours(targets, audio: Path, work: Path, label: str, restore: bool, cache,
+         restore_chunk_frames: int = 16) -> JobFigures:
     """One render through the served stages; the figures of its RenderResult."""
     from talkinghead.orchestrator.pipeline import render_video
 
-    spec = demo_spec(audio, work / f"ours-{label}.mp4", restore)
+    spec = demo_spec(audio, work / f"ours-{label}.mp4", restore, restore_chunk_frames)
     result: RenderResult = render_video(spec, targets, cache=cache, serving_timeout=600)
     s = result.stage_seconds
     stages = {"validate": s["validate"], "motion": s["motion"]}
@@ -163,10 +165,13 @@ def measure(seconds: float, engine: str, weights: Path | None, device: str,
         if pinned_replicas >= 2 and cores >= pinned_replicas:
             # one more video of the now cached presenter, restore scaled out over replicas
             label = f"ours, warm, {pinned_replicas} restore replicas (pinned)"
+            # Chunks small enough to share a short job evenly (a 90 s job has ~140 chunks
+            # of the default 16; 50 frames in 16s would leave one replica 32 of them).
+            chunk = max(1, min(16, _frame_count(audio) // (8 * pinned_replicas)))
             with our_servers(engine, weights, device, batch, pinned_replicas,
                              pinned=True) as targets:
                 start = time.perf_counter()
-                rows.append(ours(targets, audio, work, label, True, cache))
+                rows.append(ours(targets, audio, work, label, True, cache, chunk))
                 print(f"{label}: {time.perf_counter() - start:.1f} s", flush=True)
         if with_seed:
             face = Path(str(resources.files("talkinghead.assets.demo") / "face.jpg"))
@@ -189,7 +194,9 @@ def notes(seconds: float, restore_replicas: int, batch: dict[str, int]) -> list[
         "Seed way without restore: the same run's steps less the restore step (each step is "
         "its own process reading the previous step's file, so the others do not change).",
         "Marginal cost of one more video of an already-rendered presenter: the warm rows "
-        "(with one restore replica, and with replicas pinned one per core).",
+        "(with one restore replica on every core, and with replicas pinned one per core, "
+        "one thread each, restore chunks of at most frames / (8 x replicas) so that a "
+        "short job is shared evenly, as a long one is with the default 16).",
     ]
     if seconds < TARGET_SECONDS:
         lines.append(
