@@ -14,6 +14,26 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
+NEURAL_ENGINE = {"motion": "liveportrait", "lipsync": "wav2lip", "restore": "gfpgan"}
+
+
+def build_engine(stage: str, engine: str, weights: Path | None, device: str, batch_size: int,
+                 paste_mask: str = "auto", warm: bool = True):
+    """The stage's engine exactly as ``talkinghead serve STAGE`` builds it (``warm``: and
+    warms it up, as a server does before it reports SERVING)."""
+    from talkinghead.services.common.server import ServerSettings
+    from talkinghead.services.lipsync.server import load_lipsync_engine
+    from talkinghead.services.motion.server import load_motion_engine
+    from talkinghead.services.restore.server import load_restore_engine
+
+    settings = ServerSettings(stage=stage, port=0, engine=engine, device=device,
+                              weights_dir=weights, batch_size=batch_size, paste_mask=paste_mask)
+    loader = {"motion": load_motion_engine, "lipsync": load_lipsync_engine,
+              "restore": load_restore_engine}[stage]
+    built = loader(settings)
+    if warm and hasattr(built, "warmup"):
+        built.warmup()
+    return built
 
 
 def count_flops(fn: Callable[[], object]) -> int:

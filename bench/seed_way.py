@@ -49,7 +49,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-NEURAL = {"motion": "liveportrait", "lipsync": "wav2lip", "restore": "gfpgan"}
 WAV2LIP_BATCH = 128  # the official wav2lip_batch_size
 S3FD_BATCH = 16  # the official face_det_batch_size
 RESTORE_WEIGHT = 0.5  # the job's default (RenderOptions.restore_weight)
@@ -147,22 +146,10 @@ def report_startup() -> None:
 def load_engine(stage: str, engine: str, weights: Path | None, device: str, batch_size: int,
                 paste_mask: str = "auto"):
     """The stage's engine, built by its server's own loader (no warm-up: the seed had none)."""
-    from talkinghead.services.common.server import ServerSettings
+    from bench.common import NEURAL_ENGINE, build_engine
 
-    name = NEURAL[stage] if engine == "neural" else "lite"
-    settings = ServerSettings(stage=stage, port=0, engine=name, device=device,
-                              weights_dir=weights, batch_size=batch_size, paste_mask=paste_mask)
-    if stage == "motion":
-        from talkinghead.services.motion.server import load_motion_engine
-
-        return load_motion_engine(settings)
-    if stage == "lipsync":
-        from talkinghead.services.lipsync.server import load_lipsync_engine
-
-        return load_lipsync_engine(settings)
-    from talkinghead.services.restore.server import load_restore_engine
-
-    return load_restore_engine(settings)
+    name = NEURAL_ENGINE[stage] if engine == "neural" else "lite"
+    return build_engine(stage, name, weights, device, batch_size, paste_mask, warm=False)
 
 
 class FaceTrack:

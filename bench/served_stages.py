@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import NEURAL_ENGINE, build_engine
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.common.network_time import NetworkSeconds
 
@@ -42,7 +43,6 @@ NOTE = ("Per frame: network = the server's own forward-pass seconds "
         "served time ((de)serialisation, transport, the server's threads). Demo photo "
         "(512x512) with face geometry, as the orchestrator sends; motion renders the first "
         "frames of `talking` (F and M once per call, included).")
-NEURAL_ENGINE = {"motion": "liveportrait", "lipsync": "wav2lip", "restore": "gfpgan"}
 
 
 @dataclass
@@ -91,23 +91,6 @@ def demo_inputs(motion_frames: int):
         eye_ratio=None if full.eye_ratio is None else full.eye_ratio[:n],
         lip_ratio=None if full.lip_ratio is None else full.lip_ratio[:n])
     return photo, face_bytes, face, audio, template
-
-
-def build_engine(stage: str, engine: str, weights: Path | None, device: str, batch_size: int):
-    """The engine exactly as ``talkinghead serve STAGE`` builds it."""
-    from talkinghead.services.common.server import ServerSettings
-    from talkinghead.services.lipsync.server import load_lipsync_engine
-    from talkinghead.services.motion.server import load_motion_engine
-    from talkinghead.services.restore.server import load_restore_engine
-
-    settings = ServerSettings(stage=stage, port=0, engine=engine, device=device,
-                              weights_dir=weights, batch_size=batch_size)
-    loader = {"motion": load_motion_engine, "lipsync": load_lipsync_engine,
-              "restore": load_restore_engine}[stage]
-    built = loader(settings)
-    if hasattr(built, "warmup"):
-        built.warmup()
-    return built
 
 
 @contextlib.contextmanager

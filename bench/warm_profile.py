@@ -91,7 +91,8 @@ def profile_warm_path(weights: Path | None, device: str, frames: int, top: int,
                       engine: str = "neural", cheap_frames: int = 100) -> list[PartProfile]:
     """Lipsync and restore on ``frames`` demo frames; wire (de)serialisation and compose on
     ``cheap_frames`` (enough for the encoder's start and flush to be spread thin)."""
-    from bench.served_stages import NEURAL_ENGINE, build_engine, demo_inputs
+    from bench.common import NEURAL_ENGINE, build_engine
+    from bench.served_stages import demo_inputs
     from talkinghead.compositor import NewsFrameRenderer, NewsLayout, NewsScene, VideoEncoder
     from talkinghead.services.common.wire import frame_from_proto, frame_to_proto
     from talkinghead.v1 import lipsync_pb2

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import NEURAL_ENGINE
 from talkinghead.orchestrator.pipeline import RenderResult
 
 TARGET_SECONDS = 90.0
-NEURAL_ENGINE = {"motion": "liveportrait", "lipsync": "wav2lip", "restore": "gfpgan"}
 
 
 @dataclass
