@@ -74,19 +74,13 @@ def _cheap_networks(device: str) -> dict:
     return nets
 
 
-def replica_table(frames: int) -> list[str]:
+def replica_table(weights: Path, frames: int) -> list[str]:
     """Frames/s with 1 and 2 restore replicas (one core each): how restore scales out."""
-    import tempfile
-    from pathlib import Path
-
     from bench.restore import demo_frame, replica_throughput
-    from talkinghead.services.restore import gfpgan_weights
 
     frame, landmarks = demo_frame()
-    with tempfile.TemporaryDirectory() as tmp:
-        gfpgan_weights.write_deterministic_checkpoints(Path(tmp), "talkinghead-a")
-        one = replica_throughput(Path(tmp), frame, landmarks, frames, 1)
-        two = replica_throughput(Path(tmp), frame, landmarks, frames, 2)
+    one = replica_throughput(weights, frame, landmarks, frames, 1)
+    two = replica_throughput(weights, frame, landmarks, frames, 2)
     return ["| restore replicas (one core each) | frames / s | speed-up |", "|---|---:|---:|",
             f"| 1 | {one:.3f} | 1.00 |", f"| 2 | {two:.3f} | {two / one:.2f} |"]
 
@@ -148,7 +142,7 @@ def sections(args: argparse.Namespace, parts: set[str], device: str, weights: Pa
         yield ("Each stage as served, and where the time goes", served_stages.table(rows),
                [served_stages.NOTE, f"Batch sizes: {batch}."])
     if "replicas" in parts and (os.cpu_count() or 1) >= 2:
-        yield ("Restore through served replicas", replica_table(args.replica_frames),
+        yield ("Restore through served replicas", replica_table(weights, args.replica_frames),
                ["GFPGAN on deterministic weights, 1280x720 frames with face geometry "
                 "given, parse-mask paste-back, chunks of 4 over the replicas."])
     if "job" in parts:

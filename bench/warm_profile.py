@@ -61,22 +61,16 @@ def paused_inside(profiler: cProfile.Profile, engine: object) -> Iterator[None]:
 def profile_part(part: str, frames: int, run: Callable[[], object], engine: object | None,
                  top: int) -> PartProfile:
     profiler = cProfile.Profile()
-    network = NetworkSeconds(engine) if engine is not None else None
-    pause = paused_inside(profiler, engine) if engine is not None else contextlib.nullcontext()
-    with pause:
+    with NetworkSeconds(engine) as network, paused_inside(profiler, engine):
         start = time.perf_counter()
         profiler.enable()
         run()
         profiler.disable()
         wall = time.perf_counter() - start
-    network_s = 0.0
-    if network is not None:
-        network.__exit__()
-        network_s = network.seconds
     stats = pstats.Stats(profiler)
     rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)  # own time
     named = [(_name(func), own) for func, (_, _, own, _, _) in rows[:top]]
-    return PartProfile(part, frames, wall, network_s, named)
+    return PartProfile(part, frames, wall, network.seconds, named)
 
 
 def _name(func: tuple[str, int, str]) -> str:

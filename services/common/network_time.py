@@ -17,9 +17,10 @@ import torch
 
 
 def networks_of(engine: object) -> list[torch.nn.Module]:
-    """The top-level networks an engine holds: attributes, or fields of a network bundle."""
+    """The top-level networks an engine holds: attributes, or fields of a network bundle
+    (none for a lite engine, or None)."""
     found: list[torch.nn.Module] = []
-    for value in vars(engine).values():
+    for value in getattr(engine, "__dict__", {}).values():
         if isinstance(value, torch.nn.Module):
             found.append(value)
         elif dataclasses.is_dataclass(value) and not isinstance(value, type):
