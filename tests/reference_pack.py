@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from talkinghead.services.common.deterministic_weights import Manifest
+from talkinghead.services.motion.template import MotionTemplate, template_from_npz
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,6 +39,14 @@ def fixture(relative: str) -> dict[str, np.ndarray]:
 
 def manifest(relative: str) -> Manifest:
     return Manifest.load(require(relative))
+
+
+def liveportrait_template(data: dict[str, np.ndarray]) -> MotionTemplate:
+    """The driving template a LivePortrait fixture names (its ``template``), read from the
+    pack's own ``liveportrait/templates/``, never from the copy bundled with the package:
+    another pack may name any of its templates."""
+    name = str(data["template"])
+    return template_from_npz(require(f"liveportrait/templates/{name}.npz"), name=name)
 
 
 def salt_of(data: dict[str, np.ndarray]) -> str:

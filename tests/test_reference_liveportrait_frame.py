@@ -24,8 +24,14 @@ from talkinghead.services.motion.networks.motion_extractor import MotionExtracto
 from talkinghead.services.motion.networks.spade_generator import SPADEGenerator
 from talkinghead.services.motion.networks.stitching_retargeting import build_mlps
 from talkinghead.services.motion.networks.warping_network import WarpingNetwork
-from talkinghead.services.motion.template import load_template
-from tests.reference_pack import assert_close, fixture, manifest, relative_tolerance, salt_of
+from tests.reference_pack import (
+    assert_close,
+    fixture,
+    liveportrait_template,
+    manifest,
+    relative_tolerance,
+    salt_of,
+)
 
 pytestmark = pytest.mark.reference
 
@@ -44,7 +50,7 @@ def run():
     W = deterministic(WarpingNetwork(), "warping_module", salt)
     G = deterministic(SPADEGenerator(), "spade_generator", salt)
     stitching = deterministic(build_mlps()[0], "stitching_retargeting_module", salt, "stitching.")
-    template = load_template(str(e2e["template"]))
+    template = liveportrait_template(e2e)
     i = int(e2e["template_frame"])
 
     def frame(k: int) -> DrivingFrame:
@@ -95,8 +101,16 @@ def test_large_intermediates_by_their_samples(run, name):
         assert abs(float(value.mean()) - float(e2e["f_s_mean"])) <= 1e-4
 
 
+# frame_e2e's ``out``: the SPADE generator amplifies float noise in its input (1e-6 there
+# moves ``out`` by 3e-4 to 1.1e-3), so the pack's README checks it by two figures. A correct
+# module sits at max <= 1.4e-3, mean <= 1e-5; wrong ones at mean >= 2e-4.
+OUT_MAX = 5e-3
+OUT_MEAN = 5e-5
+
+
 def test_animated_frame(run):
     e2e, ours = run
     assert ours["out"].shape == (1, 3, 512, 512)
-    assert_close(ours["out"], e2e["out"], 5e-4, "out")
-    assert np.std(ours["out"]) > 0.1  # not a degenerate image
+    assert_close(ours["out"], e2e["out"], OUT_MAX, "out")
+    mean = float(np.mean(np.abs(ours["out"].astype(np.float64) - e2e["out"])))
+    assert mean <= OUT_MEAN, f"out: mean |ours - fixture| = {mean:.3g} > {OUT_MEAN:.3g}"

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from talkinghead.services.motion.keypoints import DrivingFrame, KeypointInfo, driving_keypoints
-from talkinghead.services.motion.template import load_template
-from tests.reference_pack import assert_close, fixture
+from tests.reference_pack import assert_close, fixture, liveportrait_template
 
 pytestmark = pytest.mark.reference
 ATOL = 1e-4
@@ -36,10 +35,10 @@ def test_pose_bins_rotation_and_source_keypoints(e2e):
 
 
 def test_relative_driving_keypoints_from_the_template(e2e):
-    template = load_template(str(e2e["template"]))
+    template = liveportrait_template(e2e)
     i = int(e2e["template_frame"])
-    assert_close(template.R[0][None], e2e["R_d0"], 1e-6, "R_d0 is the bundled template's")
-    assert_close(template.R[i][None], e2e["R_di"], 1e-6, "R_di is the bundled template's")
+    assert_close(template.R[0][None], e2e["R_d0"], 1e-6, "R_d0 is the named template's frame 0")
+    assert_close(template.R[i][None], e2e["R_di"], 1e-6, "R_di is the named template's frame i")
 
     def frame(k: int) -> DrivingFrame:
         return DrivingFrame(
