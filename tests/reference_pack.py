@@ -37,6 +37,21 @@ def fixture(relative: str) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+def fixture_tags(relative: str, prefix: str, suffix: str, published: tuple[str, ...]) -> tuple[str, ...]:
+    """The tags of a fixture's per-case arrays (``prefix + tag + suffix``), read from the
+    pack at collection time, so that a pack with other pictures (other sizes) is tested on
+    its own cases. ``published``: the published pack's tags, used only when the pack is
+    absent (the tests then skip, or fail in CI, through ``require``)."""
+    path = reference_dir() / relative
+    if not path.exists():
+        return published
+    with np.load(path, allow_pickle=False) as data:
+        names = data.files
+    tags = tuple(n[len(prefix):len(n) - len(suffix)] for n in names
+                 if n.startswith(prefix) and n.endswith(suffix) and len(n) > len(prefix) + len(suffix))
+    return tags or published
+
+
 def manifest(relative: str) -> Manifest:
     return Manifest.load(require(relative))
 

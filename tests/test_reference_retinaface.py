@@ -29,13 +29,13 @@ from talkinghead.services.restore.networks.retinaface import (
     retinaface_keys_from_official,
     select_detections,
 )
-from tests.reference_pack import assert_close, fixture, manifest, salt_of
+from tests.reference_pack import assert_close, fixture, fixture_tags, manifest, salt_of
 
 pytestmark = pytest.mark.reference
 
 MANIFEST = "gfpgan/retinaface_resnet50.manifest.json"
 FIXTURE = "gfpgan/retinaface.npz"
-TAGS = ("320x320", "240x320")
+TAGS = fixture_tags(FIXTURE, "img_", "_bgr_u8", ("320x320", "240x320"))
 LOC_TOL = 1e-4  # loc and landmarks
 CONF_TOL = 2e-5
 PX_TOL = 1e-2
@@ -143,7 +143,7 @@ def test_preprocess_equals_fixture_input(data, tag):
 
 def test_preprocess_requires_a_colour_order(data):
     with pytest.raises(ValueError, match="color_order"):
-        preprocess(data["img_320x320_bgr_u8"], "yuv")  # type: ignore[arg-type]
+        preprocess(data[f"img_{TAGS[0]}_bgr_u8"], "yuv")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("tag", TAGS)
@@ -165,14 +165,14 @@ def test_network_outputs_match_fixture(data, our_outputs, tag):
 
 
 def test_batch_matches_single_frames(net, data, our_outputs):
-    frame = data["input_240x320"]
+    frame = data[f"input_{TAGS[-1]}"]
     batch = torch.from_numpy(np.concatenate([frame, frame[..., ::-1]]))
     with torch.no_grad():
         both = net(batch)
         mirrored = net(torch.from_numpy(np.ascontiguousarray(frame[..., ::-1])))
     tols = (LOC_TOL, CONF_TOL, LOC_TOL)
     for name, b, alone, alone_m, tol in zip(
-        ("loc", "conf", "landmarks"), both, our_outputs["240x320"], mirrored, tols, strict=True
+        ("loc", "conf", "landmarks"), both, our_outputs[TAGS[-1]], mirrored, tols, strict=True
     ):
         assert_close(b[:1].numpy(), alone.numpy(), tol, f"batch row 0 {name}")
         assert_close(b[1:].numpy(), alone_m.numpy(), tol, f"batch row 1 {name}")
@@ -219,5 +219,5 @@ def test_nms_uses_area_without_plus_one():
 
 
 def test_no_face_gives_an_empty_array(net, data):
-    dets = detect(net, data["img_240x320_bgr_u8"], "bgr", conf_threshold=1.0)
+    dets = detect(net, data[f"img_{TAGS[-1]}_bgr_u8"], "bgr", conf_threshold=1.0)
     assert dets.shape == (0, 15) and dets.dtype == np.float32

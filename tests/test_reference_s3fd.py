@@ -25,13 +25,13 @@ from talkinghead.services.lipsync.networks.s3fd import (
     s3fd_keys_from_official,
     select_detections,
 )
-from tests.reference_pack import assert_close, fixture, manifest, salt_of
+from tests.reference_pack import assert_close, fixture, fixture_tags, manifest, salt_of
 
 pytestmark = pytest.mark.reference
 
 MANIFEST = "wav2lip/s3fd.manifest.json"
 FIXTURE = "wav2lip/s3fd.npz"
-TAGS = ("128x128", "240x320")
+TAGS = fixture_tags(FIXTURE, "image_bgr_", "", ("128x128", "240x320"))
 MAP_NAMES = tuple(f"{kind}{level}" for level in range(1, 7) for kind in ("cls", "reg"))
 MAP_TOL = 1e-4
 BOX_TOL = 1e-2
@@ -125,7 +125,7 @@ def test_preprocess_equals_fixture_input(data, tag):
 
 def test_preprocess_requires_a_colour_order(data):
     with pytest.raises(ValueError, match="color_order"):
-        preprocess(data["image_bgr_128x128"], "yuv")  # type: ignore[arg-type]
+        preprocess(data[f"image_bgr_{TAGS[0]}"], "yuv")  # type: ignore[arg-type]
 
 
 # ---- network -----------------------------------------------------------------------------
@@ -140,16 +140,16 @@ def test_network_maps_match_fixture(data, our_maps, tag):
 
 def test_batch_of_frames_matches_single_frames(net, data, our_maps):
     """Two frames in one batch: each frame's maps as when alone, and its own box."""
-    frame = data["image_bgr_240x320"]
+    frame = data[f"image_bgr_{TAGS[-1]}"]
     batch = np.stack([frame, frame[:, ::-1]])
     with torch.no_grad():
         maps = net(preprocess(batch, "bgr"))
         mirrored = net(preprocess(np.ascontiguousarray(frame[:, ::-1]), "bgr"))
-    for name, both, alone, alone_mirrored in zip(MAP_NAMES, maps, our_maps["240x320"], mirrored, strict=True):
+    for name, both, alone, alone_mirrored in zip(MAP_NAMES, maps, our_maps[TAGS[-1]], mirrored, strict=True):
         assert_close(both[:1].numpy(), alone.numpy(), MAP_TOL, f"batch frame 0 {name}")
         assert_close(both[1:].numpy(), alone_mirrored.numpy(), MAP_TOL, f"batch frame 1 {name}")
     boxes = detect_faces(net, batch, "bgr")
-    assert boxes[0] == tuple(int(v) for v in data["first_box_x1y1x2y2_240x320"])
+    assert boxes[0] == tuple(int(v) for v in data[f"first_box_x1y1x2y2_{TAGS[-1]}"])
     assert boxes[1] == best_face_box(select_detections(decode_detections(mirrored)[0]))
 
 

@@ -29,7 +29,7 @@ from talkinghead.services.lipsync.mel import (
     resample_sinc,
     stft_magnitude,
 )
-from tests.reference_pack import assert_close, fixture, require
+from tests.reference_pack import assert_close, fixture, fixture_tags, require
 
 pytestmark = pytest.mark.reference
 
@@ -127,7 +127,7 @@ def test_mel_basis_is_cached_and_read_only():
 
 # ---- per-frame windows -------------------------------------------------------------------
 
-@pytest.mark.parametrize("tag", ["25", "30", "29_97"])
+@pytest.mark.parametrize("tag", fixture_tags(FIXTURE, "num_chunks_fps", "", ("25", "30", "29_97")))
 def test_window_starts_and_counts(data, tag):
     fps = float(data["fps_values"][list(data["fps_tags"]).index(tag)])
     starts = mel_window_starts(data["mel"].shape[1], fps)
