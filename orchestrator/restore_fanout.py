@@ -2,10 +2,12 @@
 
 Frames arrive in order and are cut into chunks. Each replica has a worker thread that
 takes the next chunk from a shared queue, so a fast replica simply takes more chunks and
-every replica stays busy. A chunk whose replica fails (down, overloaded, too slow) goes
-back on the queue for another replica, and that replica rests for a moment. Chunks come
-out in their original order. A window bounds the chunks in flight, so memory does not
-grow with the length of the video.
+every replica stays busy. A chunk whose replica fails (down, overloaded, too slow) is
+re-sent first to a replica it has not failed on (a dead replica would otherwise take its
+own failed chunk back and burn the chunk's attempts), and the failing replica rests for a
+moment. Chunks come out in their original order. A window bounds the chunks in flight, so
+memory does not grow with the length of the video. ``attempts`` records where each chunk
+went and how it ended, for logs and metrics.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ RETRYABLE = {
     grpc.StatusCode.UNKNOWN,
 }
 _DONE = object()
+IN_FLIGHT = "in flight"  # the outcome of an attempt not answered yet
+OK = "ok"
 
 
 class RestoreFanout:
@@ -59,6 +63,10 @@ class RestoreFanout:
         self.rest_seconds = rest_seconds
         self.on_chunk_done = on_chunk_done
         self.chunks_per_target: dict[str, int] = {t: 0 for t in self.targets}
+        # chunk index -> [(target, outcome)] in order; outcome is IN_FLIGHT, OK or the
+        # gRPC status name of the failure. Says where a chunk was when a replica died.
+        self.attempts: dict[int, list[tuple[str, str]]] = {}
+        self._record = threading.Lock()
         self.engine_name = ""  # as the replicas report it
         self._clients: list[RestoreClient] = []
         self._cancelled = False
@@ -69,9 +77,26 @@ class RestoreFanout:
         for client in list(self._clients):
             client.cancel()
 
+    def in_flight_on(self, target: str) -> list[int]:
+        """Chunks sent to ``target`` and not answered yet: what its death would cost."""
+        with self._record:
+            return [n for n, tries in self.attempts.items() if tries[-1] == (target, IN_FLIGHT)]
+
+    def _note(self, n: int, target: str, outcome: str) -> None:
+        with self._record:
+            tries = self.attempts.setdefault(n, [])
+            if tries and tries[-1] == (target, IN_FLIGHT):
+                tries[-1] = (target, outcome)
+            else:
+                tries.append((target, outcome))
+
     def restore(self, frames: Iterable[VideoFrame]) -> Iterator[VideoFrame]:
         """Restored frames, in input order."""
+        with self._record:
+            self.attempts.clear()  # this run's record only
         work: queue.Queue = queue.Queue()
+        # Failed chunks, with the replicas they failed on; taken before new work.
+        retries: list[tuple[int, list[VideoFrame], set[str]]] = []
         results: dict[int, list[VideoFrame]] = {}
         attempts: dict[int, int] = {}
         cond = threading.Condition()
@@ -108,18 +133,31 @@ class RestoreFanout:
             except BaseException as exc:  # noqa: BLE001 - upstream stage failed: end the job
                 fail(exc)
 
+        def take_retry(target: str) -> tuple[int, list[VideoFrame], set[str]] | None:
+            """A failed chunk for ``target``: one it has not failed, or one every replica has."""
+            with cond:
+                for i, (_, _, failed_on) in enumerate(retries):
+                    if target not in failed_on or failed_on.issuperset(self.targets):
+                        return retries.pop(i)
+            return None
+
         def serve(target: str) -> None:
             client = RestoreClient(target, self.job_id)
             self._clients.append(client)
             try:
                 while not state["stop"] and not self._cancelled:
-                    try:
-                        item = work.get(timeout=0.2)
-                    except queue.Empty:
-                        continue
-                    if item is _DONE:
-                        return
-                    n, chunk = item
+                    retry = take_retry(target)
+                    if retry is not None:
+                        n, chunk, failed_on = retry
+                    else:
+                        try:
+                            item = work.get(timeout=0.2)
+                        except queue.Empty:
+                            continue
+                        if item is _DONE:
+                            return
+                        (n, chunk), failed_on = item, set()
+                    self._note(n, target, IN_FLIGHT)
                     try:
                         restored = client.restore(chunk, self.weight, timeout=self.chunk_timeout)
                         if len(restored) != len(chunk):
@@ -128,12 +166,13 @@ class RestoreFanout:
                                 f"{target} returned {len(restored)} of {len(chunk)} frames",
                             )
                     except (grpc.RpcError, StageFailed) as err:
+                        code = err.code() if isinstance(err, grpc.RpcError) else err.code
+                        details = err.details() if isinstance(err, grpc.RpcError) else str(err)
+                        self._note(n, target, code.name)
                         if self._cancelled:
                             fail(StageFailed("restore", grpc.StatusCode.CANCELLED,
                                              "the job was stopped"))
                             return
-                        code = err.code() if isinstance(err, grpc.RpcError) else err.code
-                        details = err.details() if isinstance(err, grpc.RpcError) else str(err)
                         attempts[n] = attempts.get(n, 0) + 1
                         if code not in RETRYABLE and code != grpc.StatusCode.DATA_LOSS:
                             fail(StageFailed("restore", code, details))
@@ -149,9 +188,11 @@ class RestoreFanout:
                             "restore chunk %d failed on %s (%s: %s); re-queued for another "
                             "replica", n, target, code.name, details,
                         )
-                        work.put((n, chunk))
+                        with cond:
+                            retries.append((n, chunk, failed_on | {target}))
                         time.sleep(self.rest_seconds)  # let the others take it
                         continue
+                    self._note(n, target, OK)
                     with cond:
                         if client.engine is not None:
                             self.engine_name = client.engine.name
