@@ -6,8 +6,9 @@ Runs, in one process so that every figure is taken under the same conditions:
   3. each stage as served over gRPC, with the time outside the networks broken out
      (bench/served_stages.py)
   4. restore (the bottleneck) through 1 and 2 served replicas, each pinned to its own core
-  5. a whole job of ``--seconds`` of audio, ours cold and warm and the seed pipeline's way,
-     seconds per stage and the ratios (bench/whole_job.py, bench/seed_way.py)
+  5. a whole job at each of ``--seconds`` of audio, ours cold and warm and the seed
+     pipeline's way, seconds per stage and the ratios; with two lengths each job is fitted
+     as fixed + per-frame seconds and given at 90 s (bench/whole_job.py, bench/seed_way.py)
   6. the warm path's time outside the networks, profiled (bench/warm_profile.py)
 prints one table per part and appends them, with date, device and command, to
 BENCHMARKS.md. Neural engines on deterministic checkpoints in the official layout (cost
@@ -15,7 +16,8 @@ does not depend on weight values). ``--smoke`` checks the whole harness in secon
 kernels, FLOPs on the meta device, the lite engines and 2 s of audio for the served stages
 and the whole job; its figures say nothing about speed and are never written.
 
-    python -m bench [--device auto] [--seconds 90] [--only PART,...] [--smoke] [--no-write]
+    python -m bench [--device auto] [--seconds 90 | --seconds 1,2] [--only PART,...] [--smoke]
+                    [--no-write]
 """
 
 from __future__ import annotations
@@ -25,31 +27,32 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench import machine_limit, networks, served_stages, warm_profile, whole_job
+from bench import machine_limit, networks, seed_way, served_stages, warm_profile, whole_job
 from bench.common import append_markdown
 from talkinghead.services.common.device import resolve_device
 
 
 def smoke(device: str) -> list[str]:
     """Every part of the harness on tiny problems: the tables it would print."""
-    peaks = machine_limit.measure(device, seconds=0.05, size=64)
     cases = networks.network_cases(networks.loaded_networks(None, "meta"), "meta")
     flops = {case.name: networks.flops_per_frame(case) / 1e9 for case in cases}
     real = networks.network_cases(_cheap_networks(device), device)
-    rows = networks.measure([c for c in real if flops[c.name] < 10], [1], repeats=1, flops=flops)
-    limit = max(p.tflops for p in peaks if p.dtype == "float32")
-    lines = machine_limit.table(peaks) + [""] + networks.table(rows, limit)
+    limit, rows, peaks = networks.limit_and_networks(
+        device, [c for c in real if flops[c.name] < 10], [1], repeats=1, size=64)
+    lines = machine_limit.table(peaks) + [""] + networks.table(rows, limit.tflops, limit.spread)
     batch = served_batch(device)
     served = served_stages.measure("lite", None, device, {"motion": 4, "lipsync": 8,
                                                           "restore": 4}, batch)
-    job = whole_job.measure(SMOKE_SECONDS, "lite", None, device, batch)
+    job, _ = whole_job.measure(SMOKE_SECONDS, "lite", None, device, batch)
     warm = warm_profile.profile_warm_path(None, device, 4, 3, engine="lite", cheap_frames=8)
     return (lines + [""] + served_stages.table(served) + [""]
-            + whole_job.table(job, SMOKE_SECONDS) + [""] + warm_profile.table(warm))
+            + whole_job.table(job) + [""] + warm_profile.table(warm))
 
 
 PARTS = ("limit", "networks", "served", "replicas", "job", "profile")
-SMOKE_SECONDS = 2.0
+STATISTIC = ("Every figure is the median of `--repeats` samples taken in interleaved rounds (each "
+             "kernel and network once per round), with the spread (slowest − fastest) / median.")
+SMOKE_SECONDS = [1.0, 2.0]  # two lengths: the fit is exercised too
 
 
 def served_batch(device: str) -> dict[str, int]:
@@ -74,6 +77,15 @@ def _cheap_networks(device: str) -> dict:
     return nets
 
 
+def _demo_photo():
+    """The demo photo as RGB: the size of the motion clip's frames the seed's S3FD sees."""
+    from importlib import resources
+
+    from talkinghead.stage_calls import read_image
+
+    return read_image(Path(str(resources.files("talkinghead.assets.demo") / "face.jpg")))
+
+
 def replica_table(weights: Path, frames: int) -> list[str]:
     """Frames/s with 1 and 2 restore replicas (one core each): how restore scales out."""
     from bench.restore import demo_frame, replica_throughput
@@ -90,9 +102,11 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--only", default=",".join(PARTS), help=f"parts: {','.join(PARTS)}")
     parser.add_argument("--batches", default="1,4")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=90.0,
-                        help="audio length of the whole job (scaled to 90 s when shorter)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="interleaved samples per network and limit kernel (median shown)")
+    parser.add_argument("--seconds", default="90",
+                        help="audio length(s) of the whole job, e.g. 1,2: with two lengths "
+                        "each job is fitted as fixed + per-frame seconds and given at 90 s")
     parser.add_argument("--restore-replicas", type=int, default=1,
                         help="restore servers in the whole job")
     parser.add_argument("--no-seed", action="store_true",
@@ -124,17 +138,19 @@ def main() -> None:
 def sections(args: argparse.Namespace, parts: set[str], device: str, weights: Path):
     """(title, table lines, notes) per part, each yielded as soon as it is measured."""
     batch = served_batch(device)
-    peaks = machine_limit.measure(device)
-    limit = max(p.tflops for p in peaks if p.dtype == "float32")
-    if "limit" in parts:
-        yield "The machine's limit", machine_limit.table(peaks), []
     if "networks" in parts:
-        rows = networks.measure(
-            networks.network_cases(networks.loaded_networks(weights, device), device),
-            [int(b) for b in args.batches.split(",")], args.repeats)
+        cases = networks.network_cases(networks.loaded_networks(weights, device), device)
+        limit, rows, peaks = networks.limit_and_networks(
+            device, cases, [int(b) for b in args.batches.split(",")], args.repeats)
+        if "limit" in parts:
+            yield "The machine's limit", machine_limit.table(peaks), [STATISTIC]
         yield ("Every network, per frame, against the machine's limit",
-               networks.table(rows, limit),
-               [f"Share of {limit:.3f} TFLOP/s, the best fp32 kernel of the limit above."])
+               networks.table(rows, limit.tflops, limit.spread),
+               [f"Share of {limit.tflops:.3f} TFLOP/s, the best fp32 kernel of the limit, "
+                "timed in the same interleaved rounds as the networks.", STATISTIC])
+    elif "limit" in parts:
+        yield ("The machine's limit", machine_limit.table(machine_limit.measure(device, args.repeats)),
+               [STATISTIC])
     if "served" in parts:
         frames = dict(zip(served_stages.STAGES, (int(n) for n in args.served_frames.split(",")),
                           strict=True))
@@ -146,11 +162,16 @@ def sections(args: argparse.Namespace, parts: set[str], device: str, weights: Pa
                ["GFPGAN on deterministic weights, 1280x720 frames with face geometry "
                 "given, parse-mask paste-back, chunks of 4 over the replicas."])
     if "job" in parts:
-        rows = whole_job.measure(args.seconds, "neural", weights, device, batch,
-                                 args.restore_replicas, with_seed=not args.no_seed)
-        yield (f"A whole job of {args.seconds:g} s of audio: ours against the seed's way",
-               whole_job.table(rows, args.seconds),
-               whole_job.notes(args.seconds, args.restore_replicas, batch))
+        lengths = sorted(float(x) for x in args.seconds.split(","))
+        rows, inside = whole_job.measure(lengths, "neural", weights, device, batch,
+                                         args.restore_replicas, with_seed=not args.no_seed)
+        shown = " and ".join(f"{s:g}" for s in lengths)
+        yield (f"A whole job of {shown} s of audio: ours against the seed's way",
+               whole_job.table(rows), whole_job.notes(lengths, args.restore_replicas, batch))
+        if inside:
+            costs = seed_way.s3fd_postprocessing_costs(weights, _demo_photo(), device)
+            yield ("The seed's detectors, inside its steps", whole_job.seed_details_table(
+                inside, costs), [seed_way.S3FD_NOTE])
     if "profile" in parts:
         profile = warm_profile.profile_warm_path(weights, device, 8, 6)
         yield ("Warm path: time outside the networks", warm_profile.table(profile),

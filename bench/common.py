@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import platform
 import shlex
+import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
+K = TypeVar("K")
 NEURAL_ENGINE = {"motion": "liveportrait", "lipsync": "wav2lip", "restore": "gfpgan"}
 
 
@@ -41,6 +46,55 @@ def count_flops(fn: Callable[[], object]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds of one call, one sample per interleaved round (see ``interleaved_timings``)."""
+
+    samples: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def spread(self) -> float:
+        """(slowest − fastest) / median: how much the machine moved during the samples."""
+        return (max(self.samples) - min(self.samples)) / self.median
+
+
+def interleaved_timings(calls: dict[K, Callable[[], object]], repeats: int = 5, warmup: int = 1,
+                        min_sample_seconds: float = 0.0) -> dict[K, Timing]:
+    """Every call timed ``repeats`` times, in rounds that run each call once.
+
+    These machines are shared: a burst of someone else's load lands on one round, so it
+    touches every call alike instead of all samples of one call, and figures taken in the
+    same rounds (the machine's limit, each network) stay comparable. Reported as the median
+    with the spread. A call shorter than ``min_sample_seconds`` is repeated within its sample
+    (the count fixed at warm-up) and the sample divided by it, so clock resolution and
+    dispatch overhead do not dominate tiny kernels.
+    """
+    per_sample: dict[K, int] = {}
+    for key, fn in calls.items():
+        for _ in range(warmup):
+            fn()
+        elapsed = _timed(fn, 1)
+        per_sample[key] = max(1, math.ceil(min_sample_seconds / max(elapsed, 1e-9)))
+    samples: dict[K, list[float]] = {key: [] for key in calls}
+    for _ in range(max(1, repeats)):
+        for key, fn in calls.items():
+            samples[key].append(_timed(fn, per_sample[key]) / per_sample[key])
+    return {key: Timing(tuple(values)) for key, values in samples.items()}
+
+
+def _timed(fn: Callable[[], object], times: int) -> float:
+    start = time.perf_counter()
+    for _ in range(times):
+        fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def time_call(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:

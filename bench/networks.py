@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import count_flops, time_call
+from bench.common import count_flops, interleaved_timings
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ class NetworkRow:
     runs: str
     gflops_per_frame: float
     best_batch: int
-    fps: float  # frames per second at the best batch
+    fps: float  # frames per second at the best batch (median sample)
+    spread: float = 0.0  # (slowest − fastest) / median of the best batch's samples
 
     @property
     def tflops(self) -> float:
@@ -132,30 +133,52 @@ def flops_per_frame(case: NetworkCase) -> float:
         return count_flops(lambda: case.net(*case.inputs(1)))
 
 
-def measure(cases: list[NetworkCase], batches: list[int], repeats: int = 2,
-            flops: dict[str, float] | None = None) -> list[NetworkRow]:
-    """Time each case at each batch; its best batch and frames/s there."""
+def case_calls(cases: list[NetworkCase], batches: list[int]) -> dict[tuple[str, int], Callable]:
+    """(network, batch) → one forward pass on inputs made once."""
+    calls = {}
+    for case in cases:
+        for batch in batches:
+            x = case.inputs(batch)
+
+            def call(case: NetworkCase = case, x: tuple = x) -> object:
+                with torch.inference_mode():
+                    return case.net(*x)
+            calls[(case.name, batch)] = call
+    return calls
+
+
+def rows_from(cases: list[NetworkCase], batches: list[int], timings: dict,
+              flops: dict[str, float] | None = None) -> list[NetworkRow]:
+    """Each case's best batch (by median frames/s) and its figures there."""
     rows = []
     for case in cases:
         gflops = (flops or {}).get(case.name) or flops_per_frame(case) / 1e9
-        fps = {}
+        fps = {batch: batch / timings[(case.name, batch)].median for batch in batches}
         for batch in batches:
-            x = case.inputs(batch)
-            with torch.inference_mode():
-                seconds = time_call(lambda x=x, case=case: case.net(*x), repeats=repeats)
-            fps[batch] = batch / seconds
             print(f"{case.name:<40} batch {batch:>3}: {fps[batch]:9.2f} frames/s", flush=True)
         best = max(fps, key=fps.get)
-        rows.append(NetworkRow(case.name, case.runs, gflops, best, fps[best]))
+        rows.append(NetworkRow(case.name, case.runs, gflops, best, fps[best],
+                               timings[(case.name, best)].spread))
     return rows
 
 
-def table(rows: list[NetworkRow], limit_tflops: float) -> list[str]:
+def measure(cases: list[NetworkCase], batches: list[int], repeats: int = 5,
+            flops: dict[str, float] | None = None) -> list[NetworkRow]:
+    """Every case at every batch, ``repeats`` interleaved samples each; best batch per case."""
+    timings = interleaved_timings(case_calls(cases, batches), repeats)
+    return rows_from(cases, batches, timings, flops)
+
+
+def table(rows: list[NetworkRow], limit_tflops: float, limit_spread: float = 0.0) -> list[str]:
+    """One row per network; frames/s and the limit are medians of interleaved samples, and
+    the share's spread column gives both figures' spreads (network / limit)."""
     out = ["| network | runs | GFLOPs / frame | best batch | frames / s | TFLOP/s achieved "
-           "| share of the fp32 limit |", "|---|---|---:|---:|---:|---:|---:|"]
+           "| share of the fp32 limit | spread (network / limit) |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r.name} | {r.runs} | {r.gflops_per_frame:.2f} | {r.best_batch} "
-                   f"| {r.fps:.2f} | {r.tflops:.3f} | {100 * r.tflops / limit_tflops:.0f} % |")
+                   f"| {r.fps:.2f} | {r.tflops:.3f} | {100 * r.tflops / limit_tflops:.0f} % "
+                   f"| {100 * r.spread:.0f} % / {100 * limit_spread:.0f} % |")
     return out
 
 
@@ -172,22 +195,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batches", default="1,4")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    from bench.machine_limit import measure as machine_limit
+    from bench import machine_limit
 
-    limit = max(p.tflops for p in machine_limit(device) if p.dtype == "float32")
-    rows = measure(network_cases(deterministic_networks(device), device),
-                   [int(b) for b in args.batches.split(",")], args.repeats)
-    lines = table(rows, limit)
-    print("\n".join(lines))
+    batches = [int(b) for b in args.batches.split(",")]
+    cases = network_cases(deterministic_networks(device), device)
+    limit, rows, _ = limit_and_networks(device, cases, batches, args.repeats)
+    lines = table(rows, limit.tflops, limit.spread)
+    print("\n".join(machine_limit.table([limit]) + [""] + lines))
     if not args.no_write:
         append_markdown("bench.networks", "Every network, per frame, against the machine's "
                         "limit", lines, device,
-                        [f"The limit is the best fp32 figure of bench.machine_limit measured in "
-                         f"the same run: {limit:.3f} TFLOP/s."])
+                        [f"The limit is the best fp32 kernel of bench.machine_limit, timed in the "
+                         f"same interleaved rounds: {limit.tflops:.3f} TFLOP/s."])
+
+
+def limit_and_networks(device: str, cases: list[NetworkCase], batches: list[int],
+                       repeats: int = 5, size: int | None = None):
+    """The machine's limit and every network, timed in the same interleaved rounds (one
+    statistic for both: the median of ``repeats`` samples, with its spread). Returns (the
+    best fp32 peak, the network rows) and every peak as a third item."""
+    from bench import machine_limit
+
+    kernels = machine_limit.kernel_calls(device, size)
+    calls: dict = {("limit", *key): fn for key, (fn, _) in kernels.items()}
+    calls.update(case_calls(cases, batches))
+    timings = interleaved_timings(calls, repeats, min_sample_seconds=machine_limit.MIN_SAMPLE_SECONDS)
+    peaks = machine_limit.peaks_from(kernels, {key[1:]: t for key, t in timings.items()
+                                               if key[0] == "limit"})
+    limit = max((p for p in peaks if p.dtype == "float32"), key=lambda p: p.tflops)
+    return limit, rows_from(cases, batches, timings), peaks
 
 
 if __name__ == "__main__":

@@ -6,13 +6,27 @@ from bench.machine_limit import measure, table
 
 
 def test_machine_limit_measures_every_kernel_and_dtype():
-    peaks = measure("cpu", seconds=0.05, size=64)
+    peaks = measure("cpu", repeats=2, size=64, min_sample_seconds=0.01)
     assert {(p.kernel, p.dtype) for p in peaks} == {
         ("matmul", "float32"), ("conv3x3", "float32"),
         ("matmul", "bfloat16"), ("conv3x3", "bfloat16"),
     }
-    assert all(p.tflops > 0 for p in peaks)
+    assert all(p.tflops > 0 and p.spread >= 0 for p in peaks)
     assert len(table(peaks)) == 2 + len(peaks)
+
+
+def test_timings_are_interleaved_rounds_with_median_and_spread():
+    """One statistic for the limit and the networks: each call once per round, repeats
+    rounds; the median and (slowest - fastest) / median of the samples."""
+    from bench.common import Timing, interleaved_timings
+
+    order: list[str] = []
+    timings = interleaved_timings({"a": lambda: order.append("a"),
+                                   "b": lambda: order.append("b")}, repeats=5)
+    assert order[-10:] == ["a", "b"] * 5  # after the warm-up calls: round-robin
+    assert all(len(t.samples) == 5 for t in timings.values())
+    t = Timing((1.0, 3.0, 2.0, 2.0, 10.0))
+    assert t.median == 2.0 and t.spread == 4.5
 
 
 def test_every_network_case_builds_its_inputs_and_counts_its_flops():
@@ -44,7 +58,7 @@ def test_network_timing_harness_on_the_cheapest_networks():
         NetworkCase("wav2lip", Wav2Lip().eval(),
                     lambda b: (torch.rand(b, 1, 80, 16), torch.rand(b, 6, 96, 96)), "x"),
     ]
-    rows = measure(cases, [1, 2], repeats=1)
+    rows = measure(cases, [1, 2], repeats=2)
     assert [r.best_batch in (1, 2) and r.fps > 0 and r.gflops_per_frame > 0 for r in rows] == [
         True, True]
     assert len(table(rows, limit_tflops=1.0)) == 4
