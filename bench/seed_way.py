@@ -299,22 +299,29 @@ def s3fd_postprocess(maps: list, candidates: int):
     """One frame's post-processing as the seed ran it (decode the anchors above 0.05, NMS,
     the 0.5 cut, the best box), over its ``candidates`` highest-scoring anchors only: the
     count a trained detector passes (S3FD_CANDIDATES), not the deterministic weights'."""
-    import torch
-    import torch.nn.functional as F
-
     from talkinghead.services.lipsync.networks.s3fd import (
-        CANDIDATE_THRESHOLD,
         best_face_box,
         decode_detections,
         select_detections,
     )
 
+    threshold = candidate_threshold(maps, candidates)
+    return best_face_box(select_detections(decode_detections(maps, threshold)[0]))
+
+
+def candidate_threshold(maps: list, candidates: int) -> float:
+    """The face probability above which at most ``candidates`` anchors of one frame lie
+    (S3FD's own 0.05 where fewer pass it)."""
+    import torch
+    import torch.nn.functional as F
+
+    from talkinghead.services.lipsync.networks.s3fd import CANDIDATE_THRESHOLD
+
     scores = torch.cat([F.softmax(maps[i].float(), dim=1)[:, 1].flatten()
                         for i in range(0, len(maps), 2)])
-    threshold = CANDIDATE_THRESHOLD
-    if scores.numel() > candidates:
-        threshold = max(threshold, float(torch.topk(scores, candidates + 1).values[-1]))
-    return best_face_box(select_detections(decode_detections(maps, threshold)[0]))
+    if scores.numel() <= candidates:
+        return CANDIDATE_THRESHOLD
+    return max(CANDIDATE_THRESHOLD, float(torch.topk(scores, candidates + 1).values[-1]))
 
 
 def s3fd_postprocessing_costs(weights: Path, image: np.ndarray, device: str = "cpu",

@@ -51,3 +51,50 @@ def test_a_failing_step_says_which_and_why(tmp_path, short_speech):
     with pytest.raises(RuntimeError, match="seed way: motion failed"):
         run_seed_way(tmp_path / "missing.jpg", short_speech, "talking", None, tmp_path,
                      engine="lite", log=lambda line: None)
+
+
+# ---- the seed's detectors cost what they cost with trained weights -----------------------
+
+@pytest.fixture(scope="module")
+def wav2lip_without_s3fd(tmp_path_factory) -> Path:
+    from talkinghead.services.lipsync import wav2lip_weights as ww
+
+    root = tmp_path_factory.mktemp("w2l-no-s3fd")
+    ww.write_deterministic_checkpoints(root, "talkinghead-a")
+    s3fd = root / ww.FILES["s3fd"]
+    kept = root.parent / "s3fd-kept" / ww.FILES["s3fd"]
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    s3fd.rename(kept)
+    return root
+
+
+def test_neural_lipsync_step_refuses_a_missing_detector(wav2lip_without_s3fd, photo):
+    """The seed ran S3FD on every frame: without its file the benchmark must not quietly
+    pay Haar's price instead."""
+    from bench.seed_way import load_engine, s3fd_every_frame
+
+    engine = load_engine("lipsync", "neural", wav2lip_without_s3fd, "cpu", 1)
+    with pytest.raises(RuntimeError, match="s3fd.pth"):
+        s3fd_every_frame(engine, [photo], neural=True)
+
+
+def test_s3fd_postprocessing_over_the_stated_candidate_count(wav2lip_without_s3fd, photo):
+    """Deterministic weights pass nearly every anchor; the seed's post-processing is
+    charged for S3FD_CANDIDATES of them, exactly, and the cost table shows both."""
+    import torch
+
+    from bench.seed_way import S3FD_CANDIDATES, candidate_threshold, s3fd_postprocessing_costs
+    from talkinghead.services.lipsync.networks.s3fd import decode_detections, load_s3fd, preprocess
+
+    weights = wav2lip_without_s3fd.parent / "s3fd-kept"
+    net = load_s3fd(next(weights.rglob("s3fd.pth"))).eval()
+    with torch.no_grad():
+        maps = net(preprocess(photo, "rgb"))
+    every = len(decode_detections(maps)[0])
+    assert every > 10 * S3FD_CANDIDATES  # what would have been charged before
+    kept = decode_detections(maps, candidate_threshold(maps, S3FD_CANDIDATES))[0]
+    assert len(kept) == S3FD_CANDIDATES
+
+    costs = s3fd_postprocessing_costs(weights, photo, repeats=1)
+    assert [n for n, _ in costs] == [S3FD_CANDIDATES, 10 * S3FD_CANDIDATES, every]
+    assert all(seconds > 0 for _, seconds in costs)
