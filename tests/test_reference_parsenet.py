@@ -111,7 +111,10 @@ def test_outputs_match_fixture(data, outputs):
 def test_argmax_matches_where_the_reference_is_decisive(data, outputs):
     top2 = np.sort(data["out_mask"], axis=1)[:, -2:]
     decisive = (top2[:, 1] - top2[:, 0]) >= ARGMAX_GAP
-    assert decisive.sum() == decisive.size - 43  # the README's count: a sanity check on the gap
+    # The comparison must not be vacuous: with logits of std ~35 a top-2 gap under 1e-2 is
+    # a rare near-tie (43 of 65,536 pixels, 0.07 %, on the published input), so on any
+    # input and salt at least 99 % of the pixels are decisive and must keep their class.
+    assert decisive.mean() >= 0.99, f"only {decisive.mean():.2%} of pixels are decisive"
     ours = outputs[0].argmax(dim=1).numpy()
     flips = (ours != data["argmax"]) & decisive
     assert not flips.any(), f"{int(flips.sum())} decisive pixels change class"

@@ -16,9 +16,17 @@ from talkinghead.orchestrator.stage_clients import (
     open_channel,
     wait_for_serving,
 )
-from talkinghead.services.common.audio import decode_audio_file
+from talkinghead.services.common.audio import (
+    decode_audio_file,
+    float_to_pcm_s16le,
+    pcm_s16le_to_float,
+)
+from talkinghead.services.common.face_detection import largest_face
 from talkinghead.services.common.frames import VideoFrame
+from talkinghead.services.lipsync import face_window as fw
 from talkinghead.services.lipsync import wav2lip_weights as ww
+from talkinghead.services.lipsync.networks.s3fd import detect_faces
+from talkinghead.services.lipsync.wav2lip_engine import MIN_FACE_PIXELS, Wav2LipEngine
 from talkinghead.services.motion.lite_engine import LiteMotionEngine
 from talkinghead.services.motion.options import MotionOptions
 from talkinghead.services.motion.template import load_template
@@ -72,51 +80,116 @@ def sync(target, frames, audio, **kwargs):
         client.close()
 
 
-def test_syncs_the_demo_clip(servers, demo_clip, assets_dir):
+@pytest.fixture(scope="module")
+def local(weights) -> Wav2LipEngine:
+    """The same engine in this process: what a server must give back for the same input."""
+    return Wav2LipEngine(weights, "cpu", batch_size=16)
+
+
+def local_sync(engine: Wav2LipEngine, frames, audio: np.ndarray, **kwargs) -> list[VideoFrame]:
+    """In-process sync of the audio exactly as it travels (16-bit PCM), at the same fps."""
+    wire = pcm_s16le_to_float(float_to_pcm_s16le(audio))
+    return list(engine.sync(frames, wire, FPS, **kwargs))
+
+
+def assert_same_frames(served: list[VideoFrame], expected: list[VideoFrame]) -> None:
+    """Same indices in the same order, the same pictures up to float noise (another
+    process may run other thread counts; the output is truncated to uint8)."""
+    assert [f.index for f in served] == [f.index for f in expected]
+    for s, e in zip(served, expected, strict=True):
+        diff = np.abs(s.image.astype(int) - e.image.astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3, (s.index, diff.max())
+
+
+def changed_box(out: np.ndarray, before: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) of the pixels that differ, inclusive; None if none do."""
+    ys, xs = np.nonzero((out != before).any(axis=2))
+    return (xs.min(), ys.min(), xs.max(), ys.max()) if len(xs) else None
+
+
+def padded(rect, frame: np.ndarray) -> np.ndarray | None:
+    """The engine's box for a detector rectangle: padded (chin), clamped; None if unusable."""
+    if rect is None:
+        return None
+    box = fw.pad_boxes(np.array([rect]), *frame.shape[:2])[0]
+    return box if min(box[2] - box[0], box[3] - box[1]) >= MIN_FACE_PIXELS else None
+
+
+def assert_synced_in(out: np.ndarray, before: np.ndarray, box) -> None:
+    """The generator's patch was pasted over ``box`` (x1, y1, x2, y2) and nowhere else."""
+    changed = changed_box(out, before)
+    assert changed is not None, "frame came back unchanged"
+    x0, y0, x1, y1 = changed
+    assert x0 >= box[0] and y0 >= box[1] and x1 < box[2] and y1 < box[3], (changed, box)
+    assert (out != before).any(axis=2).sum() > 0.2 * (box[2] - box[0]) * (box[3] - box[1])
+
+
+def test_syncs_the_demo_clip(servers, local, demo_clip, assets_dir):
+    """Every frame comes back, in order, with the patch on its (padded, smoothed) face box,
+    and equal to the in-process engine's frame for the same audio and fps: the server used
+    the frame's geometry, the audio and the fps it was sent."""
     audio = decode_audio_file(assets_dir / "speech_3s.wav")
     out = sync(servers["s3fd"], demo_clip, audio)
     assert [f.index for f in out] == list(range(80))
-    changed = [np.abs(o.image.astype(int) - f.image.astype(int)).sum(axis=2) > 0
-               for o, f in zip(out, demo_clip, strict=True)]
-    for mask, frame in zip(changed, demo_clip, strict=True):
-        ys, xs = np.nonzero(mask)
+    for o, frame in zip(out, demo_clip, strict=True):
         x0, y0, x1, y1 = frame.face.box
-        # the generator's patch lands on the (padded, smoothed) face box and nowhere else
-        assert len(xs) > 100
-        assert xs.min() >= x0 - 6 and xs.max() <= x1 + 6
-        assert ys.min() >= y0 - 6 and ys.max() <= y1 + 10 + 6
+        assert_synced_in(o.image, frame.image, (x0 - 6, y0 - 6, x1 + 7, y1 + 10 + 7))
+        assert np.array_equal(o.face.landmarks, frame.face.landmarks)
+    assert_same_frames(out, local_sync(local, demo_clip, audio))
 
 
-def test_frames_without_geometry_use_the_detector(servers, photo, assets_dir):
+def test_frames_without_geometry_use_the_detector(servers, weights, photo, assets_dir):
+    """No geometry: the patch lands on the box of the server's detector (Haar without
+    s3fd.pth, S3FD with it), or, where that box is unusable, the frame passes through."""
     audio = decode_audio_file(assets_dir / "speech_3s.wav")
     frames = [VideoFrame(i, photo) for i in range(4)]
+    haar_box = padded(tuple(int(v) for v in largest_face(photo).box), photo)
+    assert haar_box is not None
     out = sync(servers["haar"], frames, audio)
-    assert len(out) == 4 and all((o.image != photo).any() for o in out)
-    # S3FD on deterministic weights finds arbitrary boxes; the path must still hold
-    # together: every frame comes back, synced or (no usable box) passed through.
+    assert [o.index for o in out] == [0, 1, 2, 3]
+    for o in out:
+        assert_synced_in(o.image, photo, haar_box)
+    # S3FD on deterministic weights finds an arbitrary box: where it leaves no usable face,
+    # the frame passes through unchanged; where it does, the patch is on that box.
+    s3fd_box = padded(detect_faces(ww.load_detector(weights), photo, "rgb")[0], photo)
     out = sync(servers["s3fd"], frames, audio, pass_through_faceless=True)
     assert [o.index for o in out] == [0, 1, 2, 3]
+    for o in out:
+        if s3fd_box is None:
+            assert np.array_equal(o.image, photo)
+        else:
+            assert_synced_in(o.image, photo, s3fd_box)
 
 
-def test_silent_audio_is_valid(servers, demo_clip, assets_dir):
-    audio = decode_audio_file(assets_dir / "silence.wav")
-    out = sync(servers["s3fd"], demo_clip[:10], audio)
-    assert len(out) == 10
+def test_silent_audio_is_valid(servers, local, demo_clip, assets_dir):
+    """Silence is audio like any other: every frame synced to it, as in process; and the
+    mouths differ from those the speech gives (the audio reaches the generator)."""
+    silence = decode_audio_file(assets_dir / "silence.wav")
+    out = sync(servers["s3fd"], demo_clip[:10], silence)
+    assert_same_frames(out, local_sync(local, demo_clip[:10], silence))
+    speech = local_sync(local, demo_clip[:10], decode_audio_file(assets_dir / "speech_3s.wav"))
+    for o, s, frame in zip(out, speech, demo_clip[:10], strict=True):
+        assert changed_box(o.image, frame.image) is not None
+        assert not np.array_equal(o.image, s.image), f"frame {o.index}: silence = speech"
 
 
-def test_faceless_frames_are_named_or_passed_through(servers, photo, demo_face, assets_dir):
+def test_faceless_frames_are_named_or_passed_through(servers, photo, assets_dir):
     audio = decode_audio_file(assets_dir / "speech_3s.wav")
     blank = np.full_like(photo, 127)
-    frames = [VideoFrame(i, blank if i in (2, 3, 4, 7) else photo) for i in range(9)]
+    faceless = (2, 3, 4, 7)
+    frames = [VideoFrame(i, blank if i in faceless else photo) for i in range(9)]
     with pytest.raises(StageFailed) as info:
         sync(servers["haar"], frames, audio)
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "no face found in frame(s) 2-4, 7" in info.value.details
     out = sync(servers["haar"], frames, audio, pass_through_faceless=True)
     assert [f.index for f in out] == list(range(9))
-    for i in (2, 3, 4, 7):
-        assert np.array_equal(out[i].image, blank)
-    assert not np.array_equal(out[0].image, photo)
+    haar_box = padded(tuple(int(v) for v in largest_face(photo).box), photo)
+    for o in out:
+        if o.index in faceless:
+            assert np.array_equal(o.image, blank)
+        else:
+            assert_synced_in(o.image, photo, haar_box)
 
 
 def test_frames_past_the_audio_are_refused(servers, demo_clip, assets_dir):
