@@ -24,6 +24,7 @@ from talkinghead.compositor import (
 )
 from talkinghead.compositor.probe import ProbeError, is_faststart
 from talkinghead.compositor.text_fit import fit_line, fit_paragraph, text_width
+from tests import unprivileged
 
 FPS = 25
 LAYOUT = NewsLayout()
@@ -455,16 +456,17 @@ def test_output_directory_that_is_a_file_raises(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
-def test_unwritable_output_directory_raises(tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    try:
-        with pytest.raises(OutputPathError, match="locked"):
-            VideoEncoder(locked / "out.mp4", FPS)
-    finally:
-        locked.chmod(0o755)
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_unwritable_output_directory_raises():
+    """A user who may not write the folder is refused before encoding, and nothing is left
+    there (as nobody when the tests run as root, as CI does)."""
+    with unprivileged.shared_dir() as shared:
+        locked = shared / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        with pytest.raises(OutputPathError, match=r"not writable: .*locked"):
+            unprivileged.call(VideoEncoder, locked / "out.mp4", FPS)
+        assert list(locked.iterdir()) == []
 
 
 def test_wrong_frame_shape_raises_and_leaves_nothing(tmp_path):

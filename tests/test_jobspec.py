@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import shutil
 
 import numpy as np
 import pytest
@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from talkinghead.orchestrator.jobspec import JobSpec, check_inputs, describe_validation_error
 from talkinghead.services.common.errors import InputError, NotFoundError
+from tests import unprivileged
 
 
 def make_spec(assets_dir, demo_face, demo_card, tmp_path, **changes) -> JobSpec:
@@ -81,17 +82,18 @@ def test_unwritable_or_missing_output_folder(assets_dir, demo_face, demo_card, t
                      output=str(tmp_path / "nowhere" / "out.mp4"))
     with pytest.raises(InputError, match="does not exist"):
         check_inputs(spec)
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("running as a user who can write anywhere (root)")
-        spec = make_spec(assets_dir, demo_face, demo_card, tmp_path, output=str(locked / "o.mp4"))
-        with pytest.raises(InputError, match="not writable"):
-            check_inputs(spec)
-    finally:
-        locked.chmod(0o700)
+    # A folder the user may not write: checked as nobody when the tests run as root (CI).
+    with unprivileged.shared_dir() as shared:
+        audio = shared / "speech.wav"
+        shutil.copy(assets_dir / "speech_3s.wav", audio)
+        locked = shared / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        spec = make_spec(assets_dir, demo_face, demo_card, tmp_path, audio=str(audio),
+                         output=str(locked / "o.mp4"))
+        with pytest.raises(InputError, match=f"output folder '{locked}' is not writable"):
+            unprivileged.call(check_inputs, spec)
+        assert list(locked.iterdir()) == []
 
 
 def test_output_must_be_mp4(assets_dir, demo_face, demo_card, tmp_path):
