@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import signal
-import subprocess
+import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -272,15 +274,37 @@ def test_sigterm_drains_in_flight_stream(tmp_path, demo_face):
         stack.stop()
 
 
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses of TCP sockets listening on ``port``, from the kernel's own table
+    (/proc/net/tcp and tcp6, what ``ss -ltn`` reads): no system tool needed."""
+    addresses = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():  # no IPv6 in this kernel
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address_hex, port_hex = local.split(":")
+            if state != "0A" or int(port_hex, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address_hex)  # 32-bit words in host byte order
+            if sys.byteorder == "little":
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            address = ipaddress.ip_address(raw)
+            mapped = getattr(address, "ipv4_mapped", None)
+            addresses.add(f"::ffff:{mapped}" if mapped else str(address))
+    return addresses
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(),
+                    reason="reads the kernel's socket table from /proc/net (Linux)")
 def test_servers_bind_loopback_only(lite_stack):
-    out = subprocess.run(["ss", "-ltn"], capture_output=True, text=True, check=False).stdout
-    if not out:
-        pytest.skip("ss is not available")
-    port = lite_stack.targets.motion.split(":")[1]
-    lines = [line for line in out.splitlines() if f":{port} " in line]
-    # IPv4 loopback, possibly as an IPv4-mapped IPv6 address; never a wildcard address.
-    hosts = {line.split()[3].rsplit(":", 1)[0].strip("[]") for line in lines}
-    assert hosts and hosts <= {"127.0.0.1", "::ffff:127.0.0.1"}, lines
+    """Every server listens on IPv4 loopback only (possibly as an IPv4-mapped IPv6
+    address), never on a wildcard or outside address."""
+    targets = [lite_stack.targets.motion, lite_stack.targets.lipsync,
+               *lite_stack.targets.restore]
+    for target in targets:
+        hosts = listening_addresses(int(target.rsplit(":", 1)[1]))
+        assert hosts and hosts <= {"127.0.0.1", "::ffff:127.0.0.1"}, (target, hosts)
 
 
 def huge_png(width: int, height: int) -> bytes:
