@@ -38,6 +38,20 @@ class GFPGANEngine:
 
         if weights_dir is None:
             raise WeightsError("no weights directory given (--weights or TALKINGHEAD_WEIGHTS_DIR)")
+        # "parse": the official soft mask (the face parser, ~470 GFLOPs per face, more than
+        # GFPGAN itself); "square": facexlib's geometric mask, nearly free; "auto": parse
+        # when its weights are there, else square (logged). bench/restore.py measures both.
+        if paste_mask not in ("auto", "parse", "square"):
+            raise ValueError(f"paste_mask must be auto, parse or square, not {paste_mask!r}")
+        parser_file = Path(weights_dir) / gw.FILES["parsenet"]
+        if paste_mask == "parse" and not parser_file.is_file():
+            # Asked for the official mask: a square one instead would give other pictures
+            # (and other timings) without a word, so refuse before loading anything.
+            raise WeightsError(
+                f"paste mask 'parse' needs the face parser: missing weights file {parser_file} "
+                f"(the file GFPGANer downloads, https://github.com/xinntao/facexlib/releases/"
+                f"download/v0.2.2/parsing_parsenet.pth; `talkinghead weights list` shows the "
+                f"layout), or use --paste-mask square or auto")
         self.device = device
         self.dtype = torch.float16 if half and device in ("cuda", "mps") else torch.float32
         self.batch_size = max(1, batch_size)
@@ -47,11 +61,6 @@ class GFPGANEngine:
         self.detector = detector.to(device) if detector is not None else None
         parser = gw.load_parser(Path(weights_dir))
         self.parser = parser.to(device) if parser is not None else None
-        # "parse": the official soft mask (the face parser, ~470 GFLOPs per face, more than
-        # GFPGAN itself); "square": facexlib's geometric mask, nearly free; "auto": parse
-        # when its weights are there. bench/restore.py measures both.
-        if paste_mask not in ("auto", "parse", "square"):
-            raise ValueError(f"paste_mask must be auto, parse or square, not {paste_mask!r}")
         self.use_parser = self.parser is not None and paste_mask in ("auto", "parse")
         # Measured on this CPU (BENCHMARKS.md): channels_last gives no gain (within 3e-5 of
         # the reference, ~5 % slower uncontended), so it is off; bf16 autocast is ~1.7x
@@ -64,9 +73,10 @@ class GFPGANEngine:
         if compile_network:  # compiled on the first batch (warm-up), minutes on a CPU
             self.restorer = torch.compile(self.restorer)
         self.fingerprint = f"gfpgan-{path.stem}-{file_fingerprint([path])}"
+        mask = ("face parser" if self.use_parser else "square (asked)" if paste_mask == "square"
+                else f"square (no face parser file {parser_file})")
         log.info("GFPGAN %s; detector %s; paste mask %s", path.name,
-                 "RetinaFace" if self.detector is not None else "Haar (no RetinaFace file)",
-                 "face parser" if self.parser is not None else "square (no ParseNet file)")
+                 "RetinaFace" if self.detector is not None else "Haar (no RetinaFace file)", mask)
 
     @torch.inference_mode()
     def warmup(self) -> None:
