@@ -25,8 +25,6 @@ from tests.reference_pack import assert_close, fixture, salt_of
 OUTPUT_MAX_COUNTS = 2
 OUTPUT_MAX_FRACTION = 0.02
 PARSE_MASK_ATOL = 1e-2  # the pack's check for soft_mask_*_parse
-# test_reference_gfpgan_align.py's bound on our alignment (OpenCV 4 here, 5 in the pack).
-AFFINE_ATOL = 2e-5
 
 
 @pytest.fixture(scope="module")
@@ -81,35 +79,12 @@ def output_diff(ours: np.ndarray, expected: np.ndarray) -> tuple[int, float]:
 
 
 @pytest.mark.reference
-def test_enhance_path_matches_the_official_one(engine, pipe, monkeypatch):
-    """Geometry in, the official default path out (parse mask, upscale 1), weight 1, within
-    the pack's own bounds. The crop is the pack's: OpenCV 4's uint8 warp differs from the
-    pack's OpenCV 5 on ~4 % of the crop's values, which test_reference_gfpgan_align.py
-    bounds; everything after it (network, parser, paste-back) is the engine's."""
-    seen = []
-
-    def pack_crop(image, matrix, colour_order):
-        seen.append((matrix, colour_order))
-        return np.ascontiguousarray(pipe["cropped_face_bgr_u8"][..., ::-1])
-
-    monkeypatch.setattr(fa, "warp_face", pack_crop)
-    out = engine.restore([pipeline_frame(pipe)], weight=1.0)[0]
-    (matrix, order), = seen
-    assert order == "rgb"
-    assert_close(matrix, pipe["affine_matrix"], AFFINE_ATOL, "affine_matrix")
-    worst, fraction = output_diff(out.image[..., ::-1], pipe["output_up1_parse_bgr_u8"])
-    assert worst <= OUTPUT_MAX_COUNTS, f"a value is {worst} counts off"
-    assert fraction <= OUTPUT_MAX_FRACTION, f"{fraction:.3%} of values differ"
-
-
-@pytest.mark.reference
-def test_enhance_path_with_our_own_crop(restored_full, pipe):
-    """The same with our OpenCV-4 crop: still no value more than 2 counts off; the crop's
-    ~4 % of 1-3 count differences pass through GFPGAN to ~7.5 % of the output's values
-    (measured), so the fraction is bounded at 10 % here, and at the pack's 2 % above."""
+def test_enhance_path_matches_the_official_one(restored_full, pipe):
+    """Geometry in, the official default path out (parse mask, upscale 1), weight 1: our
+    alignment, crop, network, parser and paste-back together, within the pack's bounds."""
     worst, fraction = output_diff(restored_full[..., ::-1], pipe["output_up1_parse_bgr_u8"])
     assert worst <= OUTPUT_MAX_COUNTS, f"a value is {worst} counts off"
-    assert fraction <= 0.10, f"{fraction:.3%} of values differ"
+    assert fraction <= OUTPUT_MAX_FRACTION, f"{fraction:.3%} of values differ"
     # and the face really was restored: the frame moved well beyond those differences
     assert np.abs(restored_full.astype(int) - pipe["frame_bgr_u8"][..., ::-1]).mean() > 1
 
@@ -118,10 +93,9 @@ def test_enhance_path_with_our_own_crop(restored_full, pipe):
 @pytest.mark.parametrize("up", [1, 2])
 def test_parse_soft_mask_matches_the_pack(pipe, pack_face_classes, up):
     """The default mask from our parser's classes of the pack's restored face, warped onto
-    the upscaled canvas (the pack's affine: ours is checked on its own, and a 1e-5 shift can
-    move the mask's 10-pixel cut edge by a 1/32-pixel sampling step)."""
+    the upscaled canvas by the inverse of our alignment."""
     height, width = (s * up for s in pipe["frame_bgr_u8"].shape[:2])
-    inverse = fa.inverse_matrix(pipe["affine_matrix"], up)
+    inverse = fa.inverse_matrix(fa.alignment_matrix(pipe["landmarks_5"]), up)
     mask = fa.parse_soft_mask(pack_face_classes, inverse, height, width)
     assert_close(mask, pipe[f"soft_mask_up{up}_parse"], PARSE_MASK_ATOL,
                  f"soft_mask_up{up}_parse")
@@ -133,7 +107,7 @@ def test_parse_paste_back_matches_the_pack(pipe, pack_face_classes, up):
     """GFPGANer's default paste-back at upscale 1 and 2 (the engine works at 1): LANCZOS
     canvas, inverse with the half-pixel shift, parse mask, truncating blend."""
     background = fa.upscaled_background(pipe["frame_bgr_u8"], up)
-    inverse = fa.inverse_matrix(pipe["affine_matrix"], up)
+    inverse = fa.inverse_matrix(fa.alignment_matrix(pipe["landmarks_5"]), up)
     out = fa.paste_face(background, pipe["restored_face_bgr_u8"], inverse, pack_face_classes,
                         upscale=up)
     worst, fraction = output_diff(out, pipe[f"output_up{up}_parse_bgr_u8"])
