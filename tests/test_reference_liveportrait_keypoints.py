@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from talkinghead.services.motion.keypoints import DrivingFrame, KeypointInfo, driving_keypoints
+from talkinghead.services.motion.keypoints import (
+    DrivingFrame,
+    KeypointInfo,
+    driving_keypoints,
+    rotation_matrix,
+)
 from tests.reference_pack import assert_close, fixture, liveportrait_template
 
 pytestmark = pytest.mark.reference
@@ -52,6 +59,21 @@ def test_relative_driving_keypoints_from_the_template(e2e):
     for name in ("R_new", "delta_new", "scale_new", "t_new"):
         assert_close(parts[name], e2e[name], ATOL, name)
     assert_close(x_d, e2e["x_d"], ATOL, "x_d")
-    # a wrong composition order would be far off: the test can fail
-    wrong = source_info(e2e).R @ (frame(i).R @ frame(0).R.transpose(1, 2))
-    assert np.abs(wrong.numpy() - e2e["R_new"]).max() > 1e-3
+
+
+def test_rotation_composition_order(e2e):
+    """R_new = (R_di · R_d0ᵀ) · R_s, pinned on rotations made here: whether a fixture tells
+    this order from R_s · (R_di · R_d0ᵀ) depends on its source pose and template frame (the
+    two nearly commute when either rotation is small), so nothing is assumed of the pack."""
+    def rotation(pitch: float, yaw: float, roll: float) -> torch.Tensor:
+        return rotation_matrix(*(torch.tensor([a]) for a in (pitch, yaw, roll)))
+
+    template = liveportrait_template(e2e)
+    rest = {a: torch.from_numpy(getattr(template, a)[0][None]) for a in ("exp", "scale", "t")}
+    first, frame = DrivingFrame(R=rotation(-2, 3, 1), **rest), DrivingFrame(R=rotation(4, 9, -3), **rest)
+    tilted = dataclasses.replace(source_info(e2e), R=rotation(15, -25, 10))
+    _, parts = driving_keypoints(tilted, frame, first, relative=True)
+    change = frame.R @ first.R.transpose(1, 2)
+    assert_close(parts["R_new"], change @ tilted.R, 1e-6, "R_new")
+    # the other order is far off here, so the check above can fail
+    assert np.abs((tilted.R @ change - change @ tilted.R).numpy()).max() > 1e-2
