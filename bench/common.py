@@ -101,15 +101,7 @@ def time_call(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> fl
     """Median seconds of ``repeats`` calls after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        samples.append(time.perf_counter() - start)
-    samples.sort()
-    return samples[len(samples) // 2]
+    return statistics.median(_timed(fn, 1) for _ in range(repeats))
 
 
 def machine_line(device: str) -> str:
