@@ -98,17 +98,16 @@ def served(stage: str, engine: str, weights: Path | None, device: str,
            batch_size: int) -> Iterator[tuple[str, str]]:
     """A ``talkinghead serve STAGE`` process on a free loopback port, serving: its target
     and its metrics URL."""
-    from talkinghead.local_stack import LocalStack, free_port
+    from talkinghead.local_stack import LocalStack
     from talkinghead.orchestrator.stage_clients import open_channel, wait_for_serving
 
     with tempfile.TemporaryDirectory() as logs:
         os.environ["TALKINGHEAD_NETWORK_TIMING"] = "sync"  # count network seconds on cuda too
         stack = LocalStack(Path(logs), engine=engine, with_metrics=True)
-        port = free_port()
         extra = ["--device", device, "--batch-size", str(batch_size)]
         if weights is not None:
             extra += ["--weights", str(weights)]
-        stack.start_server(stage, port, stage, *extra)
+        port = stack.start_server(stage, 0, stage, *extra).port
         target = f"127.0.0.1:{port}"
         try:
             channel = open_channel(target)

@@ -30,11 +30,26 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "talkinghead.cli", *args]
 
 
+# What a server's log says when another process took its port between our pick and its bind
+# (a free port is only free until someone binds it: outgoing connections take ports from the
+# same ephemeral range).
+BIND_FAILURES = ("Failed to bind", "cannot bind", "Address already in use")
+BOUND_MARK = "listening on"  # the server's log line once its port is bound
+BIND_ATTEMPTS = 5
+
+
 @dataclass
 class Process:
     name: str
     popen: subprocess.Popen
     log_path: Path
+    port: int = 0  # a server's gRPC port
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM, then SIGKILL after ``timeout``; the exit code."""
@@ -77,6 +92,15 @@ class LocalStack:
     cpu_sets: dict[str, str] = field(default_factory=dict)
 
     def start_server(self, stage: str, port: int, name: str, *extra: str) -> Process:
+        """Start one model server. With ``port`` 0 a free port is picked (``.port`` says which)
+        and the call returns once the server has bound it, picking again if another process
+        took it first; with a given port it returns at once."""
+        if port:
+            return self._spawn_server(stage, port, name, extra)
+        proc = self._spawn_server(stage, free_port(), name, extra)
+        return self._wait_bound([(stage, proc, extra)])[0]
+
+    def _spawn_server(self, stage: str, port: int, name: str, extra: tuple[str, ...]) -> Process:
         metrics_port = 0
         if self.with_metrics:
             metrics_port = self.metrics_ports.get(name) or free_port()
@@ -87,7 +111,44 @@ class LocalStack:
         )
         if name in self.cpu_sets:
             command = ["taskset", "-c", self.cpu_sets[name], *command]
-        return self._spawn(name, command)
+        proc = self._spawn(name, command)
+        proc.port = port
+        return proc
+
+    def _wait_bound(
+        self, started: list[tuple[str, Process, tuple[str, ...]]], timeout: float = 120.0
+    ) -> list[Process]:
+        """Wait until each server has bound its port; one that lost its port to another
+        process is started again on a new one (its metrics port too)."""
+        done: list[Process | None] = [None] * len(started)
+        attempts = [1] * len(started)
+        deadline = time.monotonic() + timeout
+        while None in done:
+            for i, (stage, proc, extra) in enumerate(started):
+                if done[i] is not None:
+                    continue
+                text = proc.log_text()
+                if BOUND_MARK in text:
+                    done[i] = proc
+                elif proc.popen.poll() is not None:
+                    if not any(mark in text for mark in BIND_FAILURES) or (
+                        attempts[i] >= BIND_ATTEMPTS
+                    ):
+                        raise RuntimeError(
+                            f"{proc.name} exited with code {proc.popen.returncode}; "
+                            f"its log ends:\n{proc.log_tail()}"
+                        )
+                    self.processes.remove(proc)
+                    self.metrics_ports.pop(proc.name, None)
+                    attempts[i] += 1
+                    again = self._spawn_server(stage, free_port(), proc.name, extra)
+                    started[i] = (stage, again, extra)
+            if time.monotonic() > deadline:
+                names = [p.name for (_, p, _), d in zip(started, done, strict=True) if d is None]
+                raise TimeoutError(f"servers did not bind a port within {timeout:.0f}s: {names}")
+            if None in done:
+                time.sleep(0.05)
+        return [p for p in done if p is not None]
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> Process:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -103,12 +164,15 @@ class LocalStack:
         return proc
 
     def start(self, serving_timeout: float = 120.0) -> StageTargets:
-        self.ports = {"motion": free_port(), "lipsync": free_port()}
-        restore_ports = [free_port() for _ in range(self.restore_replicas)]
-        self.start_server("motion", self.ports["motion"], "motion")
-        self.start_server("lipsync", self.ports["lipsync"], "lipsync")
-        for i, port in enumerate(restore_ports):
-            self.start_server("restore", port, f"restore-{i}")
+        names = [("motion", "motion"), ("lipsync", "lipsync")]
+        names += [("restore", f"restore-{i}") for i in range(self.restore_replicas)]
+        started = [
+            (stage, self._spawn_server(stage, free_port(), name, ()), ())
+            for stage, name in names
+        ]
+        bound = {p.name: p.port for p in self._wait_bound(started, serving_timeout)}
+        self.ports = {"motion": bound["motion"], "lipsync": bound["lipsync"]}
+        restore_ports = [bound[f"restore-{i}"] for i in range(self.restore_replicas)]
         self.targets = StageTargets(
             motion=f"127.0.0.1:{self.ports['motion']}",
             lipsync=f"127.0.0.1:{self.ports['lipsync']}",

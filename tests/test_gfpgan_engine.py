@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from talkinghead.local_stack import LocalStack, free_port
+from talkinghead.local_stack import LocalStack
 from talkinghead.orchestrator.stage_clients import RestoreClient, open_channel, wait_for_serving
 from talkinghead.services.common.errors import WeightsError
 from talkinghead.services.common.frames import FaceGeometry, VideoFrame
@@ -138,9 +138,8 @@ def test_served_restore_replica(weights, pipe, restored_full, tmp_path):
     """A served replica gives the in-process engine's frames, in the order sent, one per
     frame sent; a frame in which no face is found comes back unchanged."""
     stack = LocalStack(tmp_path, engine="gfpgan")
-    port = free_port()
-    stack.start_server("restore", port, "restore-gfpgan", "--weights", str(weights),
-                       "--batch-size", "2")
+    port = stack.start_server("restore", 0, "restore-gfpgan", "--weights", str(weights),
+                              "--batch-size", "2").port
     target = f"127.0.0.1:{port}"
     faceless = VideoFrame(8, np.ascontiguousarray(pipe["frame_bgr_u8"][..., ::-1]))
     sent = [pipeline_frame(pipe, 7), faceless]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.local_stack import LocalStack, free_port
+from talkinghead.local_stack import LocalStack
 from talkinghead.orchestrator.stage_clients import MotionClient, open_channel, wait_for_serving
 from talkinghead.services.motion import liveportrait_weights as lp
 from talkinghead.services.motion.options import MotionOptions
@@ -28,9 +28,9 @@ def weights(tmp_path_factory):
 
 
 def serve_motion(stack: LocalStack, weights_dir, name: str) -> str:
-    port = free_port()
-    stack.start_server("motion", port, name, "--weights", str(weights_dir), "--batch-size", "2")
-    return f"127.0.0.1:{port}"
+    proc = stack.start_server("motion", 0, name, "--weights", str(weights_dir),
+                              "--batch-size", "2")
+    return f"127.0.0.1:{proc.port}"
 
 
 def two_frame_template() -> bytes:

@@ -84,7 +84,7 @@ def test_counts_concurrent_streams_separately():
 def test_a_neural_server_exports_its_network_seconds(tmp_path, photo, demo_face):
     """Wav2Lip on deterministic weights: talkinghead_network_seconds_total grows with the
     work and stays below the request's wall time."""
-    from talkinghead.local_stack import LocalStack, free_port
+    from talkinghead.local_stack import LocalStack
     from talkinghead.orchestrator.stage_clients import (
         LipSyncClient,
         open_channel,
@@ -98,9 +98,8 @@ def test_a_neural_server_exports_its_network_seconds(tmp_path, photo, demo_face)
 
     ww.write_deterministic_checkpoints(tmp_path / "w", "talkinghead-a")
     stack = LocalStack(tmp_path / "logs", engine="wav2lip", with_metrics=True)
-    port = free_port()
     try:
-        stack.start_server("lipsync", port, "lipsync", "--weights", str(tmp_path / "w"))
+        port = stack.start_server("lipsync", 0, "lipsync", "--weights", str(tmp_path / "w")).port
         target = f"127.0.0.1:{port}"
         channel = open_channel(target)
         wait_for_serving(channel, "lipsync", target, 120)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from talkinghead.local_stack import LocalStack, free_port
+from talkinghead.local_stack import LocalStack
 from talkinghead.orchestrator.stage_clients import (
     MotionClient,
     StageFailed,
@@ -24,8 +24,7 @@ def test_token_required_except_for_health(tmp_path, demo_face, monkeypatch):
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token\n")
     stack = LocalStack(tmp_path / "logs", engine="lite")
-    port = free_port()
-    stack.start_server("motion", port, "motion-token", "--token-file", str(token_file))
+    port = stack.start_server("motion", 0, "motion-token", "--token-file", str(token_file)).port
     target = f"127.0.0.1:{port}"
     try:
         channel = open_channel(target)
@@ -67,9 +66,8 @@ def test_tls_only(tmp_path, monkeypatch):
     monkeypatch.delenv("TALKINGHEAD_TLS_CA", raising=False)
     cert, key = self_signed(tmp_path)
     stack = LocalStack(tmp_path / "logs", engine="lite")
-    port = free_port()
-    stack.start_server("restore", port, "restore-tls", "--tls-cert", str(cert),
-                       "--tls-key", str(key))
+    port = stack.start_server("restore", 0, "restore-tls", "--tls-cert", str(cert),
+                              "--tls-key", str(key)).port
     target = f"127.0.0.1:{port}"
     try:
         monkeypatch.setenv("TALKINGHEAD_TLS_CA", str(cert))

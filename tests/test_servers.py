@@ -230,8 +230,8 @@ def test_stream_limit_gives_resource_exhausted_and_metrics(tmp_path, demo_face):
 def test_sigterm_drains_in_flight_stream(tmp_path, demo_face):
     """SIGTERM: health turns NOT_SERVING at once, the stream in flight still completes."""
     stack = LocalStack(tmp_path, engine="lite")
-    port = free_port()
-    proc = stack.start_server("restore", port, "restore-drain")
+    proc = stack.start_server("restore", 0, "restore-drain")
+    port = proc.port
     target = f"127.0.0.1:{port}"
     try:
         channel = open_channel(target)

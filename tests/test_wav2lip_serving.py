@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from talkinghead.local_stack import LocalStack, free_port
+from talkinghead.local_stack import LocalStack
 from talkinghead.orchestrator.stage_clients import (
     LipSyncClient,
     StageFailed,
@@ -51,9 +51,8 @@ def servers(weights, tmp_path_factory):
     targets = {}
     try:
         for name, folder in (("s3fd", weights), ("haar", no_s3fd)):
-            port = free_port()
-            stack.start_server("lipsync", port, f"lipsync-{name}", "--weights", str(folder),
-                               "--batch-size", "16")
+            port = stack.start_server("lipsync", 0, f"lipsync-{name}", "--weights",
+                                      str(folder), "--batch-size", "16").port
             targets[name] = f"127.0.0.1:{port}"
         for target in targets.values():
             channel = open_channel(target)
