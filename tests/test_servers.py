@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from talkinghead.local_stack import LocalStack, cli_command, free_port
+from talkinghead.local_stack import LocalStack, free_port
 from talkinghead.orchestrator.stage_clients import (
     LipSyncClient,
     MotionClient,
@@ -191,11 +191,9 @@ def test_deadline_is_honoured(lite_stack, demo_face):
 
 def test_stream_limit_gives_resource_exhausted_and_metrics(tmp_path, demo_face):
     """--max-streams 1: a second concurrent stream is refused cleanly; metrics count it."""
-    stack = LocalStack(tmp_path, engine="lite")
-    port, metrics_port = free_port(), free_port()
-    stack._spawn("lipsync-1", cli_command(
-        "serve", "lipsync", "--port", str(port), "--engine", "lite", "--max-streams", "1",
-        "--metrics-port", str(metrics_port)))
+    stack = LocalStack(tmp_path, engine="lite", with_metrics=True)
+    port = stack.start_server("lipsync", 0, "lipsync-1", "--max-streams", "1").port
+    metrics_port = stack.metrics_ports["lipsync-1"]
     target = f"127.0.0.1:{port}"
     try:
         channel = open_channel(target)
@@ -334,10 +332,7 @@ def test_message_size_limit(tmp_path, demo_face):
     """--max-message-mb 1: a 2 MB request is refused with RESOURCE_EXHAUSTED; the server stays
     up and serves the next request."""
     stack = LocalStack(tmp_path, engine="lite")
-    port = free_port()
-    stack._spawn("motion-small", cli_command(
-        "serve", "motion", "--port", str(port), "--engine", "lite", "--max-message-mb", "1",
-        "--metrics-port", "0"))
+    port = stack.start_server("motion", 0, "motion-small", "--max-message-mb", "1").port
     target = f"127.0.0.1:{port}"
     try:
         channel = open_channel(target)
