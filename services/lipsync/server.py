@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+from talkinghead.services.common import option_ranges as ranges
 from talkinghead.services.common.audio import (
     DEFAULT_MAX_AUDIO_SECONDS,
     check_audio,
@@ -14,6 +15,7 @@ from talkinghead.services.common.audio import (
 from talkinghead.services.common.engines import choose_engine
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.frames import VideoFrame
+from talkinghead.services.common.option_ranges import check_range
 from talkinghead.services.common.server import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ModelServer,
@@ -54,8 +56,7 @@ class LipSyncServicer(lipsync_pb2_grpc.LipSyncServiceServicer):
         if first is None or not first.HasField("config"):
             raise InputError("the first SyncRequest must carry config (audio and fps)")
         config = first.config
-        if not config.fps > 0:
-            raise InputError(f"config.fps must be positive, got {config.fps}")
+        check_range(config.fps, ranges.LIPSYNC_FPS, "config.fps")
         audio = audio_from_proto(config.audio, self.max_audio_seconds)
         log.info("syncing to %.2fs of audio at %g fps", len(audio) / 16000, config.fps)
 

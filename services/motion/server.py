@@ -10,9 +10,11 @@ import cv2
 import grpc
 import numpy as np
 
+from talkinghead.services.common import option_ranges as ranges
 from talkinghead.services.common.engines import choose_engine
 from talkinghead.services.common.errors import InputError, NotFoundError
 from talkinghead.services.common.frames import FaceGeometry
+from talkinghead.services.common.option_ranges import check_range
 from talkinghead.services.common.server import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ModelServer,
@@ -36,13 +38,19 @@ MAX_PHOTO_PIXELS = 40_000_000
 
 
 def options_from_proto(msg: motion_pb2.MotionOptions) -> MotionOptions:
+    """The options with defaults filled in (fps 0: the template's rate, decided later);
+    InputError naming the field for a value out of its documented range."""
+    if msg.fps != 0:
+        check_range(msg.fps, ranges.MOTION_FPS, "options.fps")
+    if msg.max_side != 0:
+        check_range(msg.max_side, ranges.MOTION_MAX_SIDE, "options.max_side")
+    expression = msg.expression_multiplier if msg.HasField("expression_multiplier") else 1.0
+    check_range(expression, ranges.MOTION_EXPRESSION_MULTIPLIER, "options.expression_multiplier")
     return MotionOptions(
         fps=msg.fps or 0.0,
         max_side=msg.max_side or 1024,
         relative_motion=not msg.absolute_motion,
-        expression_multiplier=(
-            msg.expression_multiplier if msg.HasField("expression_multiplier") else 1.0
-        ),
+        expression_multiplier=expression,
         stitching=not msg.disable_stitching,
         eye_retargeting=msg.eye_retargeting,
         lip_retargeting=msg.lip_retargeting,
@@ -74,6 +82,9 @@ class MotionServicer(motion_pb2_grpc.MotionServiceServicer):
 
     @streaming_rpc("Animate")
     def Animate(self, request: motion_pb2.AnimateRequest, context) -> Iterator:
+        options = options_from_proto(request.options)  # numbers first: refused before any work
+        if request.chunk_frames != 0:
+            check_range(request.chunk_frames, ranges.MOTION_CHUNK_FRAMES, "chunk_frames")
         photo = decode_image(request.image, what="the face photo (field image)",
                              max_pixels=MAX_PHOTO_PIXELS)
         which = request.WhichOneof("template")
@@ -83,8 +94,7 @@ class MotionServicer(motion_pb2_grpc.MotionServiceServicer):
             template = template_from_npz(request.template_npz)
         else:
             raise InputError("a template is required (template_name or template_npz)")
-        options = options_from_proto(request.options)
-        if options.fps <= 0:
+        if options.fps == 0:
             options = MotionOptions(**{**options.__dict__, "fps": template.fps})
         template = template.resample(options.fps)
         photo = fit_photo(photo, options.max_side)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+from talkinghead.services.common import option_ranges as ranges
 from talkinghead.services.common.engines import choose_engine
-from talkinghead.services.common.errors import InputError
+from talkinghead.services.common.option_ranges import check_range
 from talkinghead.services.common.server import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ModelServer,
@@ -40,8 +41,7 @@ class RestoreServicer(restore_pb2_grpc.RestoreServiceServicer):
             if n == 0:
                 if request.config.HasField("weight"):
                     weight = request.config.weight
-                if not 0.0 <= weight <= 1.0:
-                    raise InputError(f"config.weight must be within 0..1, got {weight}")
+                check_range(weight, ranges.RESTORE_WEIGHT, "config.weight")
                 only_center = request.config.only_center_face
                 info = frames_pb2.EngineInfo(
                     name=self.engine.name,

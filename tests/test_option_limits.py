@@ -1,0 +1,223 @@
+"""Every numeric request field has a documented range that each real server enforces (#14).
+
+Lite servers as real processes, raw gRPC stubs (no client-side checks in the way): a value
+out of range, at either end, is refused at once with INVALID_ARGUMENT naming the field and
+its range; the ends themselves and the documented "0 / unset" cases are served.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from talkinghead.local_stack import LocalStack
+from talkinghead.orchestrator.jobspec import RenderOptions
+from talkinghead.orchestrator.stage_clients import open_channel
+from talkinghead.services.common import option_ranges as ranges
+from talkinghead.services.common.frames import VideoFrame
+from talkinghead.services.common.wire import frame_to_proto
+from talkinghead.v1 import (
+    frames_pb2,
+    lipsync_pb2,
+    lipsync_pb2_grpc,
+    motion_pb2,
+    motion_pb2_grpc,
+    restore_pb2,
+    restore_pb2_grpc,
+)
+
+NAN, INF = math.nan, math.inf
+REFUSED_WITHIN_S = 5.0  # a refusal comes before any work (the fps 1e9 case took minutes)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with LocalStack(tmp_path_factory.mktemp("option-limits"), engine="lite") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def photo_bytes(demo_face) -> bytes:
+    return demo_face.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def close_up_bytes(photo, face) -> bytes:
+    """The demo photo cut to the head, so its face is still found at 128 px."""
+    from talkinghead.services.common.wire import encode_png
+
+    x0, y0, x1, y1 = (int(v) for v in face.box)
+    margin = (x1 - x0) // 3
+    return encode_png(photo[max(0, y0 - margin):y1 + margin, max(0, x0 - margin):x1 + margin])
+
+
+@pytest.fixture(scope="module")
+def small_frame(photo) -> frames_pb2.Frame:
+    return frame_to_proto(VideoFrame(0, np.ascontiguousarray(photo[::4, ::4])))
+
+
+def refused(call) -> grpc.RpcError:
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    assert time.monotonic() - started < REFUSED_WITHIN_S
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    return info.value
+
+
+def animate_request(photo_bytes: bytes, chunk_frames: int = 0, **options) -> motion_pb2.AnimateRequest:
+    return motion_pb2.AnimateRequest(
+        image=photo_bytes, template_name="talking",
+        options=motion_pb2.MotionOptions(**options), chunk_frames=chunk_frames,
+    )
+
+
+MOTION_OUT_OF_RANGE = [
+    # (field named in the error, range text, request fields)
+    ("options.fps", "10..60", {"fps": 9.99}),
+    ("options.fps", "10..60", {"fps": -5.0}),
+    ("options.fps", "10..60", {"fps": 60.01}),
+    ("options.fps", "10..60", {"fps": 100000.0}),
+    ("options.fps", "10..60", {"fps": 1e9}),
+    ("options.fps", "10..60", {"fps": NAN}),
+    ("options.fps", "10..60", {"fps": INF}),
+    ("options.max_side", "128..4096", {"max_side": 1}),
+    ("options.max_side", "128..4096", {"max_side": 127}),
+    ("options.max_side", "128..4096", {"max_side": 4097}),
+    ("options.max_side", "128..4096", {"max_side": 2**32 - 1}),
+    ("options.expression_multiplier", "0..3", {"expression_multiplier": -0.01}),
+    ("options.expression_multiplier", "0..3", {"expression_multiplier": 3.01}),
+    ("options.expression_multiplier", "0..3", {"expression_multiplier": NAN}),
+    ("chunk_frames", "1..256", {"chunk_frames": 257}),
+    ("chunk_frames", "1..256", {"chunk_frames": 2**32 - 1}),
+]
+
+
+@pytest.mark.parametrize(("field", "span", "values"), MOTION_OUT_OF_RANGE,
+                         ids=[f"{f}={v}" for f, _, v in MOTION_OUT_OF_RANGE])
+def test_motion_refuses_out_of_range(stack, photo_bytes, field, span, values):
+    channel = open_channel(stack.targets.motion)
+    stub = motion_pb2_grpc.MotionServiceStub(channel)
+    try:
+        error = refused(lambda: list(stub.Animate(animate_request(photo_bytes, **values),
+                                                  timeout=30)))
+    finally:
+        channel.close()
+    assert f"{field} must be within {span}" in error.details()
+
+
+@pytest.mark.parametrize(
+    ("image", "values", "fps", "total", "side"),
+    [
+        ("close_up", {"fps": 10.0, "max_side": 128, "expression_multiplier": 0.0,
+                      "chunk_frames": 1}, 10, 50, 128),
+        ("photo", {"fps": 60.0, "max_side": 4096, "expression_multiplier": 3.0,
+                   "chunk_frames": 256}, 60, 300, 512),
+        ("photo", {}, 20, 100, 512),  # unset: the template's 20 fps, 1024 px, expression 1.0
+    ],
+    ids=["low-ends", "high-ends", "unset"],
+)
+def test_motion_serves_the_ends_and_unset(stack, photo_bytes, close_up_bytes, image, values,
+                                          fps, total, side):
+    """The ends of each range are served (first message read, then the call cancelled)."""
+    data = close_up_bytes if image == "close_up" else photo_bytes
+    channel = open_channel(stack.targets.motion)
+    stub = motion_pb2_grpc.MotionServiceStub(channel)
+    call = stub.Animate(animate_request(data, **values), timeout=60)
+    try:
+        first = next(call)
+    finally:
+        call.cancel()
+        channel.close()
+    assert first.fps == fps and first.total_frames == total
+    frame = first.frames[0]
+    assert max(frame.width, frame.height) == side  # a photo is scaled down, never up
+    chunk = values.get("chunk_frames", 8)
+    if chunk <= 8:
+        assert len(first.frames) == chunk
+    else:  # 256 frames of 512x512 RGB pass the 64 MiB message limit: as many as fit
+        assert 8 < len(first.frames) < chunk
+
+
+def sync_requests(fps: float, frame: frames_pb2.Frame):
+    pcm = np.zeros(16000, np.int16).tobytes()
+    config = lipsync_pb2.SyncConfig(audio=frames_pb2.Audio(pcm_s16le_16k_mono=pcm), fps=fps,
+                                    pass_through_faceless=True)
+    return iter([lipsync_pb2.SyncRequest(config=config, frames=[frame])])
+
+
+@pytest.mark.parametrize("fps", [0.0, -5.0, 9.99, 60.01, 1e9, NAN, INF])
+def test_lipsync_refuses_out_of_range_fps(stack, small_frame, fps):
+    channel = open_channel(stack.targets.lipsync)
+    stub = lipsync_pb2_grpc.LipSyncServiceStub(channel)
+    try:
+        error = refused(lambda: list(stub.Sync(sync_requests(fps, small_frame), timeout=30)))
+    finally:
+        channel.close()
+    assert "config.fps must be within 10..60" in error.details()
+
+
+@pytest.mark.parametrize("fps", [10.0, 60.0])
+def test_lipsync_serves_the_ends(stack, small_frame, fps):
+    channel = open_channel(stack.targets.lipsync)
+    stub = lipsync_pb2_grpc.LipSyncServiceStub(channel)
+    try:
+        replies = list(stub.Sync(sync_requests(fps, small_frame), timeout=60))
+    finally:
+        channel.close()
+    assert [f.index for r in replies for f in r.frames] == [0]
+
+
+def restore_requests(frame: frames_pb2.Frame, weight: float | None):
+    config = restore_pb2.RestoreConfig() if weight is None else restore_pb2.RestoreConfig(
+        weight=weight)
+    return iter([restore_pb2.RestoreRequest(config=config, frames=[frame])])
+
+
+@pytest.mark.parametrize("weight", [-0.01, 1.01, -1e9, NAN, INF])
+def test_restore_refuses_out_of_range_weight(stack, small_frame, weight):
+    channel = open_channel(stack.targets.restore[0])
+    stub = restore_pb2_grpc.RestoreServiceStub(channel)
+    try:
+        error = refused(lambda: list(stub.Restore(restore_requests(small_frame, weight),
+                                                  timeout=30)))
+    finally:
+        channel.close()
+    assert "config.weight must be within 0..1" in error.details()
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0, None])
+def test_restore_serves_the_ends_and_unset(stack, small_frame, weight):
+    channel = open_channel(stack.targets.restore[0])
+    stub = restore_pb2_grpc.RestoreServiceStub(channel)
+    try:
+        replies = list(stub.Restore(restore_requests(small_frame, weight), timeout=60))
+    finally:
+        channel.close()
+    assert [f.index for r in replies for f in r.frames] == [0]
+
+
+def field_bounds(model, name: str) -> tuple[float, float]:
+    meta = model.model_fields[name].metadata
+    low = next(m.ge for m in meta if hasattr(m, "ge"))
+    high = next(m.le for m in meta if hasattr(m, "le"))
+    return low, high
+
+
+@pytest.mark.parametrize(
+    ("job_field", "server_range"),
+    [
+        ("fps", ranges.MOTION_FPS),
+        ("fps", ranges.LIPSYNC_FPS),
+        ("max_side", ranges.MOTION_MAX_SIDE),
+        ("expression_multiplier", ranges.MOTION_EXPRESSION_MULTIPLIER),
+        ("restore_weight", ranges.RESTORE_WEIGHT),
+    ],
+)
+def test_servers_and_job_spec_state_the_same_ranges(job_field, server_range):
+    """What the job spec accepts, every server accepts, and no more."""
+    assert field_bounds(RenderOptions, job_field) == (server_range.low, server_range.high)
