@@ -34,6 +34,7 @@ from talkinghead.orchestrator.stage_clients import (
     MotionClient,
     StageTargets,
     open_channel,
+    wait_for_any_serving,
     wait_for_serving,
 )
 from talkinghead.orchestrator.time_budget import JobBudget
@@ -57,6 +58,8 @@ class RenderResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     engines: dict[str, str] = field(default_factory=dict)
     restore_chunks: dict[str, int] = field(default_factory=dict)
+    # restore replicas out of rotation at some point of the job, with the reason
+    restore_replicas_out: dict[str, str] = field(default_factory=dict)
     cache_hits: dict[str, bool] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -71,22 +74,34 @@ def _counted(frames: Iterable[VideoFrame], progress: JobProgress, stage: str,
         yield frame
 
 
-def wait_for_stages(targets: StageTargets, timeout: float) -> None:
-    for stage, target in (
-        ("motion", targets.motion),
-        ("lipsync", targets.lipsync),
-        *(("restore", t) for t in targets.restore),
-    ):
+def wait_for_stages(targets: StageTargets, timeout: float, restore: bool = True
+                    ) -> dict[str, str]:
+    """Wait until motion, lipsync and at least ONE restore replica are SERVING.
+
+    A job needs one restore replica, not all: the ones that are down are left out of the
+    job's rotation (and health-checked back in by the fan-out). Returns the restore
+    replicas that are not SERVING, with their status, and logs them.
+    """
+    for stage, target in (("motion", targets.motion), ("lipsync", targets.lipsync)):
         channel = open_channel(target)
         try:
             wait_for_serving(channel, stage, target, timeout)
         finally:
             channel.close()
+    if not restore or not targets.restore:
+        return {}
+    status = wait_for_any_serving("restore", targets.restore, timeout)
+    out = {t: s for t, s in status.items() if s != "SERVING"}
+    if out:
+        log.warning("restore: %d of %d replicas SERVING; out of rotation for now: %s",
+                    len(status) - len(out), len(status),
+                    "; ".join(f"{t} ({s})" for t, s in out.items()))
+    return out
 
 
 def motion_clip(
     spec: JobSpec, targets: StageTargets, progress: JobProgress, cache: MotionClipCache | None,
-    timeout: float | None = None,
+    timeout: float | None = None, busy_deadline: float | None = None,
 ) -> tuple[list[VideoFrame], str, bool]:
     """(clip, engine name, cache hit): the presenter's motion clip for this job."""
     opts = spec.options
@@ -119,6 +134,7 @@ def motion_clip(
             on_frame=lambda done, total: (
                 progress.set_total("motion", total), progress.advance("motion", 0)
             ),
+            busy_deadline=busy_deadline,
         )
     finally:
         motion.close()
@@ -156,6 +172,7 @@ def render_video(
     seconds: dict[str, float] = {}
     with job_context(spec.job_id, "orchestrator"):
         t0 = time.perf_counter()
+        started = time.monotonic()
         progress.start("validate", 1)
         audio = check_inputs(spec)
         audio_seconds = len(audio) / SAMPLE_RATE
@@ -163,14 +180,17 @@ def render_video(
         progress.finish("validate")
         for path in remove_abandoned_temp_files(spec.output):
             log.info("removed %s, left by an earlier attempt that was killed", path.name)
-        wait_for_stages(targets, serving_timeout)
+        restore_out = wait_for_stages(targets, serving_timeout, restore=opts.restore)
         seconds["validate"] = time.perf_counter() - t0
 
         # 2. motion clip: from the cache, or rendered once and stored
         t = time.perf_counter()
         deadlines = JobBudget.for_audio(audio_seconds)
+        # A busy server (RESOURCE_EXHAUSTED) is waited for until shortly before the job's
+        # soft time limit, never counted against a retry budget.
+        busy_deadline = started + deadlines.soft_s - min(60.0, 0.1 * deadlines.soft_s)
         clip, engine_name, cache_hit = motion_clip(spec, targets, progress, cache,
-                                                   deadlines.motion_s)
+                                                   deadlines.motion_s, busy_deadline)
         progress.set_total("motion", len(clip))
         progress.finish("motion")
         seconds["motion"] = time.perf_counter() - t
@@ -193,13 +213,15 @@ def render_video(
         fanout = None
         try:
             frames: Iterable[VideoFrame] = _counted(
-                lipsync.sync(scheduled, audio, opts.fps, timeout=deadlines.stream_s),
+                lipsync.sync(scheduled, audio, opts.fps, timeout=deadlines.stream_s,
+                             busy_deadline=busy_deadline),
                 progress, "lipsync", marks, t,
             )
             if opts.restore:
                 fanout = RestoreFanout(
                     targets.restore, spec.job_id, opts.restore_chunk_frames, opts.restore_weight,
-                    chunk_timeout=deadlines.stream_s,
+                    chunk_timeout=deadlines.stream_s, deadline=busy_deadline,
+                    all_down_seconds=serving_timeout, out_of_rotation=restore_out,
                 )
                 frames = _counted(fanout.restore(frames), progress, "restore", marks, t)
             scene = NewsScene(
@@ -255,6 +277,7 @@ def render_video(
                 "restore": fanout.engine_name if fanout else "",
             },
             restore_chunks=dict(fanout.chunks_per_target) if fanout else {},
+            restore_replicas_out=fanout.ever_out() if fanout else {},
             cache_hits={"motion": cache_hit},
         )
         log.info("rendered %s: %d frames in %.2fs", spec.output, n_out, seconds["total"])

@@ -2,26 +2,49 @@
 
 Frames arrive in order and are cut into chunks. Each replica has a worker thread that
 takes the next chunk from a shared queue, so a fast replica simply takes more chunks and
-every replica stays busy. A chunk whose replica fails (down, overloaded, too slow) is
-re-sent first to a replica it has not failed on (a dead replica would otherwise take its
-own failed chunk back and burn the chunk's attempts), and the failing replica rests for a
-moment. Chunks come out in their original order. A window bounds the chunks in flight, so
-memory does not grow with the length of the video. ``attempts`` records where each chunk
-went and how it ended, for logs and metrics.
+every replica stays busy. Chunks come out in their original order. A window bounds the
+chunks in flight, so memory does not grow with the length of the video. ``attempts``
+records where each chunk went and how it ended, for logs and metrics.
+
+What a replica's failure does:
+
+* **down, broken or too slow** (UNAVAILABLE, connection refused, DEADLINE_EXCEEDED, ...):
+  the chunk is re-sent to a replica it has not failed on, and the replica is **taken out
+  of rotation** for this job: it takes no chunk until a health check (a fresh channel,
+  after a backoff that doubles up to ``probe_max_seconds``) says SERVING, then it rejoins.
+  A job goes on with the replicas left; when every replica has been out for
+  ``all_down_seconds`` it fails (UNAVAILABLE, a transient failure the task retries). A
+  chunk that fails ``max_attempts`` times fails the job (a chunk that breaks every
+  replica is not the replicas' fault).
+* **full** (RESOURCE_EXHAUSTED: the replica is at its stream limit, serving other jobs):
+  not a failure. The chunk goes back to the queue for any replica, this replica waits a
+  backoff with jitter, and nothing counts against ``max_attempts``; the job waits for
+  capacity until its ``deadline``.
+
+Log lines of the fan-out's threads carry the job id, like the rest of the job.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import grpc
 
-from talkinghead.orchestrator.stage_clients import RestoreClient, StageFailed
+from talkinghead.orchestrator.stage_clients import (
+    BusyBackoff,
+    RestoreClient,
+    StageFailed,
+    probe_serving,
+)
 from talkinghead.services.common.frames import VideoFrame
+from talkinghead.services.common.logs import job_context
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +57,28 @@ RETRYABLE = {
     grpc.StatusCode.ABORTED,
     grpc.StatusCode.INTERNAL,
     grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.DATA_LOSS,
 }
+BUSY = grpc.StatusCode.RESOURCE_EXHAUSTED  # full now: wait for capacity, not a failure
 _DONE = object()
 IN_FLIGHT = "in flight"  # the outcome of an attempt not answered yet
 OK = "ok"
+
+
+@dataclass
+class Replica:
+    """One replica's place in this job's rotation."""
+
+    target: str
+    out_since: float | None = None  # time.monotonic() when taken out; None: in rotation
+    reason: str = ""  # why it was taken out (the failure, or the health check's answer)
+    next_probe: float = 0.0
+    probe_wait: float = 0.0
+    probes: int = 0
+
+    @property
+    def in_rotation(self) -> bool:
+        return self.out_since is None
 
 
 class RestoreFanout:
@@ -49,7 +90,11 @@ class RestoreFanout:
         weight: float = 0.5,
         chunk_timeout: float = 600.0,
         max_attempts: int = 5,
-        rest_seconds: float = 1.0,
+        probe_seconds: float = 0.5,
+        probe_max_seconds: float = 10.0,
+        all_down_seconds: float = 120.0,
+        deadline: float | None = None,
+        out_of_rotation: dict[str, str] | None = None,
         on_chunk_done: Callable[[int], None] | None = None,
     ):
         self.targets = list(dict.fromkeys(targets))
@@ -60,12 +105,20 @@ class RestoreFanout:
         self.weight = weight
         self.chunk_timeout = chunk_timeout
         self.max_attempts = max_attempts
-        self.rest_seconds = rest_seconds
+        self.probe_seconds = probe_seconds  # first health check after a failure
+        self.probe_max_seconds = probe_max_seconds  # the backoff's cap
+        self.all_down_seconds = all_down_seconds
+        self.deadline = deadline  # time.monotonic() the job must end by (None: none)
+        self.initially_out = dict(out_of_rotation or {})  # target -> why (stage wait)
         self.on_chunk_done = on_chunk_done
         self.chunks_per_target: dict[str, int] = {t: 0 for t in self.targets}
         # chunk index -> [(target, outcome)] in order; outcome is IN_FLIGHT, OK or the
         # gRPC status name of the failure. Says where a chunk was when a replica died.
         self.attempts: dict[int, list[tuple[str, str]]] = {}
+        # (time.monotonic(), target, "out" | "in", reason): the rotation's changes
+        self.rotation: list[tuple[float, str, str, str]] = []
+        self.replicas = {t: Replica(t) for t in self.targets}
+        self.busy_waits = 0  # chunks turned away by a full replica and queued again
         self._record = threading.Lock()
         self.engine_name = ""  # as the replicas report it
         self._clients: list[RestoreClient] = []
@@ -82,6 +135,16 @@ class RestoreFanout:
         with self._record:
             return [n for n, tries in self.attempts.items() if tries[-1] == (target, IN_FLIGHT)]
 
+    def out_of_rotation(self) -> dict[str, str]:
+        """Replicas out of rotation now, with the reason each was taken out."""
+        with self._record:
+            return {t: r.reason for t, r in self.replicas.items() if not r.in_rotation}
+
+    def ever_out(self) -> dict[str, str]:
+        """Replicas taken out at some point of this run, with the last reason."""
+        with self._record:
+            return {t: reason for _, t, change, reason in self.rotation if change == "out"}
+
     def _note(self, n: int, target: str, outcome: str) -> None:
         with self._record:
             tries = self.attempts.setdefault(n, [])
@@ -90,18 +153,61 @@ class RestoreFanout:
             else:
                 tries.append((target, outcome))
 
+    def _probe_delay(self, replica: Replica) -> float:
+        wait = self.probe_seconds if replica.probes == 0 else min(
+            self.probe_max_seconds, max(replica.probe_wait, self.probe_seconds) * 2)
+        replica.probe_wait = wait
+        return wait * random.uniform(0.8, 1.2)
+
+    def _take_out(self, replica: Replica, reason: str) -> None:
+        now = time.monotonic()
+        with self._record:
+            replica.out_since, replica.reason, replica.probes = now, reason, 0
+            replica.next_probe = now + self._probe_delay(replica)
+            self.rotation.append((now, replica.target, "out", reason))
+            left = [t for t, r in self.replicas.items() if r.in_rotation]
+        log.warning(
+            "restore replica %s taken out of rotation (%s); %s; health-checking it from "
+            "every %.1f s up to every %.0f s to take it back", replica.target, reason,
+            f"{len(left)} of {len(self.targets)} left: {', '.join(left)}" if left
+            else "no replica left in rotation", self.probe_seconds, self.probe_max_seconds,
+        )
+
+    def _bring_back(self, replica: Replica) -> None:
+        now = time.monotonic()
+        with self._record:
+            out_for = now - (replica.out_since or now)
+            replica.out_since, replica.reason, replica.probes = None, "", 0
+            self.rotation.append((now, replica.target, "in", "health check: SERVING"))
+        log.info("restore replica %s back in rotation (SERVING again after %.1f s out)",
+                 replica.target, out_for)
+
+    def _all_down_for(self) -> float | None:
+        """How long every replica has been out of rotation, or None if one is in."""
+        with self._record:
+            if any(r.in_rotation for r in self.replicas.values()):
+                return None
+            return time.monotonic() - max(r.out_since or 0.0 for r in self.replicas.values())
+
     def restore(self, frames: Iterable[VideoFrame]) -> Iterator[VideoFrame]:
         """Restored frames, in input order."""
         with self._record:
             self.attempts.clear()  # this run's record only
+            self.rotation.clear()
+        for target, reason in self.initially_out.items():
+            if target in self.replicas:
+                self._take_out(self.replicas[target], reason)
         work: queue.Queue = queue.Queue()
-        # Failed chunks, with the replicas they failed on; taken before new work.
+        # Chunks to send again, with the replicas they failed on; taken before new work.
         retries: list[tuple[int, list[VideoFrame], set[str]]] = []
         results: dict[int, list[VideoFrame]] = {}
-        attempts: dict[int, int] = {}
+        attempts: dict[int, int] = {}  # failures per chunk (a busy replica is not one)
         cond = threading.Condition()
         window = threading.Semaphore(4 * len(self.targets))
         state = {"fed": None, "error": None, "stop": False}
+
+        def stopped() -> bool:
+            return state["stop"] or self._cancelled
 
         def fail(exc: BaseException) -> None:
             with cond:
@@ -134,18 +240,56 @@ class RestoreFanout:
                 fail(exc)
 
         def take_retry(target: str) -> tuple[int, list[VideoFrame], set[str]] | None:
-            """A failed chunk for ``target``: one it has not failed, or one every replica has."""
+            """A chunk to send again that ``target`` may take: one it has not failed, or one
+            every other replica in rotation has failed too (no better place for it)."""
+            with self._record:
+                others = {t for t, r in self.replicas.items() if r.in_rotation} - {target}
             with cond:
                 for i, (_, _, failed_on) in enumerate(retries):
-                    if target not in failed_on or failed_on.issuperset(self.targets):
+                    if target not in failed_on or failed_on.issuperset(others):
                         return retries.pop(i)
             return None
 
+        def sleep(seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while not stopped() and (left := end - time.monotonic()) > 0:
+                time.sleep(min(left, 0.05))
+
+        def probe(replica: Replica) -> bool:
+            """Out of rotation: health-check when due; True when it is back in."""
+            down_for = self._all_down_for()
+            if down_for is not None and down_for >= self.all_down_seconds:
+                fail(StageFailed(
+                    "restore", grpc.StatusCode.UNAVAILABLE,
+                    f"no restore replica in rotation for {down_for:.0f} s: " + "; ".join(
+                        f"{t} ({reason})" for t, reason in self.out_of_rotation().items()),
+                ))
+                return False
+            if time.monotonic() < replica.next_probe:
+                sleep(min(0.1, replica.next_probe - time.monotonic()))
+                return False
+            status = probe_serving(replica.target)
+            if status == "SERVING":
+                self._bring_back(replica)
+                return True
+            with self._record:
+                replica.probes += 1
+                replica.next_probe = time.monotonic() + self._probe_delay(replica)
+            log.debug("restore replica %s still out: %s", replica.target, status)
+            return False
+
         def serve(target: str) -> None:
-            client = RestoreClient(target, self.job_id)
-            self._clients.append(client)
+            replica = self.replicas[target]
+            busy = BusyBackoff(self.deadline)
+            client: RestoreClient | None = None
             try:
-                while not state["stop"] and not self._cancelled:
+                while not stopped():
+                    if not replica.in_rotation:
+                        if not probe(replica):
+                            continue
+                    if client is None:  # a fresh channel after an outage: no stale backoff
+                        client = RestoreClient(target, self.job_id)
+                        self._clients.append(client)
                     retry = take_retry(target)
                     if retry is not None:
                         n, chunk, failed_on = retry
@@ -169,14 +313,32 @@ class RestoreFanout:
                         code = err.code() if isinstance(err, grpc.RpcError) else err.code
                         details = err.details() if isinstance(err, grpc.RpcError) else str(err)
                         self._note(n, target, code.name)
-                        if self._cancelled:
+                        if stopped():
                             fail(StageFailed("restore", grpc.StatusCode.CANCELLED,
                                              "the job was stopped"))
                             return
-                        attempts[n] = attempts.get(n, 0) + 1
-                        if code not in RETRYABLE and code != grpc.StatusCode.DATA_LOSS:
+                        if code not in RETRYABLE:
                             fail(StageFailed("restore", code, details))
                             return
+                        if code == BUSY:
+                            # Full with other jobs' streams: the chunk goes back for any
+                            # replica, this one waits its backoff. No attempt is used up.
+                            with cond:
+                                retries.append((n, chunk, failed_on))
+                                self.busy_waits += 1
+                            if busy.total_waits == 0:
+                                log.info("restore replica %s is busy (%s); chunk %d queued "
+                                         "again, waiting for capacity (%s)", target, details,
+                                         n, busy.left())
+                            if not busy.wait(stopped) and not stopped():
+                                fail(StageFailed(
+                                    "restore", code,
+                                    f"chunk {n}: {details} (every try turned away until the "
+                                    f"job's deadline, {busy.total_waits} waits on {target})",
+                                ))
+                                return
+                            continue
+                        attempts[n] = attempts.get(n, 0) + 1
                         if attempts[n] >= self.max_attempts:
                             fail(StageFailed(
                                 "restore", code,
@@ -184,14 +346,17 @@ class RestoreFanout:
                                 f"{details}",
                             ))
                             return
-                        log.warning(
-                            "restore chunk %d failed on %s (%s: %s); re-queued for another "
-                            "replica", n, target, code.name, details,
-                        )
                         with cond:
                             retries.append((n, chunk, failed_on | {target}))
-                        time.sleep(self.rest_seconds)  # let the others take it
+                            cond.notify_all()
+                        log.warning("restore chunk %d failed on %s (%s: %s); sent again to "
+                                    "another replica", n, target, code.name, details)
+                        client.close()
+                        self._clients.remove(client)
+                        client = None
+                        self._take_out(replica, f"{code.name}: {details}")
                         continue
+                    busy.reset()
                     self._note(n, target, OK)
                     with cond:
                         if client.engine is not None:
@@ -200,11 +365,23 @@ class RestoreFanout:
                         self.chunks_per_target[target] += 1
                         cond.notify_all()
             finally:
-                client.close()
+                if client is not None:
+                    client.close()
 
-        threads = [threading.Thread(target=feed, name="restore-feed", daemon=True)]
+        def in_job(fn: Callable, *args, stage: str | None = None) -> Callable[[], None]:
+            """``fn`` in a copy of this context, tagged with the job: threads do not inherit
+            context variables, and their log lines would say "job": "-"."""
+            context = contextvars.copy_context()
+
+            def run() -> None:
+                with job_context(None if self.job_id == "-" else self.job_id, stage):
+                    fn(*args)
+
+            return lambda: context.run(run)
+
+        threads = [threading.Thread(target=in_job(feed), name="restore-feed", daemon=True)]
         threads += [
-            threading.Thread(target=serve, args=(t,), name=f"restore-{t}", daemon=True)
+            threading.Thread(target=in_job(serve, t, stage="restore"), name=f"restore-{t}", daemon=True)
             for t in self.targets
         ]
         for t in threads:
