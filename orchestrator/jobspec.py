@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from talkinghead.services.common.audio import DEFAULT_MAX_AUDIO_SECONDS, decode_audio_file
 from talkinghead.services.common.errors import InputError
-from talkinghead.services.common.wire import image_size_from_header
+from talkinghead.services.common.wire import check_image_file
 from talkinghead.services.motion.template import load_template
 
 MAX_FACE_PIXELS = 40_000_000
+MAX_LOGO_PIXELS = 40_000_000  # drawn at most a few hundred pixels wide; the limit bounds its decode
 
 
 class JobCard(BaseModel):
@@ -113,18 +114,20 @@ def check_inputs(spec: JobSpec, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SEC
     face = Path(spec.face)
     if not face.is_file():
         raise InputError(f"face image {str(face)!r} does not exist")
-    with face.open("rb") as fh:  # the header is enough to refuse an oversized image
-        size = image_size_from_header(fh.read(1 << 20))
-    if size is not None and size[0] * size[1] > MAX_FACE_PIXELS:
-        raise InputError(f"face image {face.name!r} has {size[0]}x{size[1]} pixels, more than "
-                         f"the {MAX_FACE_PIXELS} allowed")
+    # the header first: an image whose decode would take gigabytes is refused unread
+    check_image_file(face, MAX_FACE_PIXELS, f"face image {face.name!r}")
     image = cv2.imread(str(face), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise InputError(f"face image {face.name!r} is not a decodable image")
     if image.shape[0] * image.shape[1] > MAX_FACE_PIXELS:
         raise InputError(f"face image {face.name!r} exceeds {MAX_FACE_PIXELS} pixels")
-    if spec.logo is not None and cv2.imread(str(spec.logo)) is None:
-        raise InputError(f"logo {str(spec.logo)!r} is missing or not a decodable image")
+    if spec.logo is not None:
+        logo = Path(spec.logo)
+        if not logo.is_file():
+            raise InputError(f"logo {str(logo)!r} is missing or not a decodable image")
+        check_image_file(logo, MAX_LOGO_PIXELS, f"logo {logo.name!r}")
+        if cv2.imread(str(logo)) is None:
+            raise InputError(f"logo {str(logo)!r} is missing or not a decodable image")
     load_template(spec.template)
     check_output_path(Path(spec.output))
     return decode_audio_file(Path(spec.audio), max_audio_seconds)

@@ -43,6 +43,7 @@ def decode_audio_file(path: Path, max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
         raise InputError(f"audio file {str(path)!r} does not exist")
     if path.stat().st_size == 0:
         raise InputError(f"audio file {str(path)!r} is empty")
+    check_stated_duration(path, max_seconds)  # from the header: nothing decoded yet
     if resampler in ("swr", "soxr"):
         filters = ["-af", "aresample=resampler=soxr"] if resampler == "soxr" else []
         raw = _ffmpeg(path, ["-ac", "1", *filters, "-ar", str(SAMPLE_RATE)], "s16le", max_seconds)
@@ -56,6 +57,8 @@ def decode_audio_file(path: Path, max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
         spec = KAISER_BEST if resampler == "kaiser_best" else KAISER_BEST_LEGACY
         if len(mono) * SAMPLE_RATE // max(rate, 1) < 1:
             raise InputError(f"audio file {path.name!r} is empty or shorter than 0.1 s")
+        if len(mono) / max(rate, 1) > max_seconds:  # a header that understated: not resampled
+            raise InputError(f"audio file {path.name!r} is longer than the {max_seconds:g} s limit")
         samples = resample_sinc(mono, rate, SAMPLE_RATE, spec)
     else:
         raise ValueError(f"unknown resampler {resampler!r} (kaiser_best, kaiser_best_legacy, swr, soxr)")
@@ -104,13 +107,68 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -
 
 
 _DURATION = re.compile(rb"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_ESTIMATED = b"Estimating duration from bitrate"
+# A container's duration can differ a little from what decodes (encoder delay and padding);
+# the decoded length is checked again, so the header check leaves this much room.
+CONTAINER_SLACK_SECONDS = 0.5
 
 
-def probe_duration_seconds(path: Path) -> float | None:
-    """The container's stated duration, without decoding (None when it states none).
+def wav_stated_duration(path: Path) -> float | None:
+    """Seconds a RIFF/WAVE file's header states (data chunk size / byte rate), read from
+    its first bytes; None when it is no WAV or states no usable size (then ask ffmpeg).
 
-    Cheap enough for a Celery worker's main process to size a job's time limits with.
+    A data size of 0, or one larger than the file holds (0xFFFFFFFF and other placeholders
+    of writers that stream and cannot go back to fill it in, or a cut-off file), is taken as
+    "to the end of the file": the bytes present are all a decoder can read.
     """
+    try:
+        with Path(path).open("rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            byte_rate = None
+            for _ in range(64):  # chunks before "data": fmt, LIST, fact, bext, ...
+                chunk = fh.read(8)
+                if len(chunk) < 8:
+                    return None
+                kind, size = chunk[:4], int.from_bytes(chunk[4:8], "little")
+                if kind == b"fmt ":
+                    fmt = fh.read(16)
+                    if len(fmt) < 16:
+                        return None
+                    byte_rate = int.from_bytes(fmt[8:12], "little")
+                    fh.seek(size + (size & 1) - 16, 1)
+                elif kind == b"data":
+                    if not byte_rate:
+                        return None
+                    present = max(0, os.fstat(fh.fileno()).st_size - fh.tell())
+                    if size == 0 or size > present:
+                        size = present
+                    return size / byte_rate
+                else:
+                    fh.seek(size + (size & 1), 1)
+    except OSError:
+        return None
+    return None
+
+
+def stated_duration(path: Path) -> tuple[float, bool] | None:
+    """(seconds, exact) as the file's header states its length, without decoding it.
+
+    A WAV's header is read here; any other container is asked of ffmpeg (``ffmpeg -i``
+    prints the duration its demuxer reads from the header and decodes nothing). ``exact``
+    is False when ffmpeg only estimated the length from the bitrate and the file size (an
+    MP3 without a Xing header): such an estimate can be several times off for
+    variable-bitrate speech, so it is no ground to refuse a file. None when the file states
+    no duration.
+    """
+    seconds = wav_stated_duration(path)
+    if seconds is not None:
+        return seconds, True
+    return _ffmpeg_stated_duration(path)
+
+
+def _ffmpeg_stated_duration(path: Path) -> tuple[float, bool] | None:
     cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path)]
     try:
         proc = subprocess.run(cmd, capture_output=True, check=False, timeout=30)
@@ -119,8 +177,37 @@ def probe_duration_seconds(path: Path) -> float | None:
     match = _DURATION.search(proc.stderr)
     if match is None:
         return None
-    hours, minutes, seconds = match.groups()
-    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    hours, minutes, secs = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(secs), _ESTIMATED not in proc.stderr
+
+
+def probe_duration_seconds(path: Path) -> float | None:
+    """The container's stated duration, without decoding (None when it states none).
+
+    Cheap enough for a Celery worker's main process to size a job's time limits with.
+    """
+    stated = stated_duration(path)
+    return None if stated is None else stated[0]
+
+
+def check_stated_duration(path: Path, max_seconds: float) -> None:
+    """Refuse a file whose header states a length over the limit, before decoding any of it.
+
+    A 2 h WAV is refused in milliseconds instead of being decoded and resampled first. A
+    file whose header states nothing, or only an estimate, is decoded with ``-t`` one second
+    past the limit, so its cost stays bounded by the limit and its length is checked then.
+    """
+    seconds, slack = wav_stated_duration(path), 0.0
+    if seconds is None:
+        stated = _ffmpeg_stated_duration(path)
+        if stated is None or not stated[1]:
+            return
+        seconds, slack = stated[0], CONTAINER_SLACK_SECONDS
+    if seconds > max_seconds + slack:
+        raise InputError(
+            f"audio file {Path(path).name!r} is longer than the {max_seconds:g} s limit: its "
+            f"header states {seconds:.1f} s (refused before decoding)"
+        )
 
 
 def _ffmpeg(path: Path, options: list[str], sample_format: str, max_seconds: float) -> bytes:

@@ -6,7 +6,10 @@ lossless and needs no codec; people calling one stage by hand may send PNG or JP
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -87,40 +90,177 @@ def frame_to_proto(frame: VideoFrame) -> frames_pb2.Frame:
     return msg
 
 
-def image_size_from_header(data: bytes) -> tuple[int, int] | None:
-    """(width, height) as the file's header states it, read without decoding the pixels
-    (None when Pillow does not know the format; the decoder's own checks then apply)."""
-    import io
+IMAGE_FORMATS = "JPEG, PNG, WebP, BMP, TIFF"  # the encoded images accepted, by signature
 
-    from PIL import Image, UnidentifiedImageError
 
+def _sniff_format(head: bytes) -> str | None:
+    """The format a decoder will pick for these first bytes (its signature), or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head.startswith(b"BM"):
+        return "BMP"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    return None
+
+
+def _read_exact(fp: BinaryIO, n: int) -> bytes:
+    data = fp.read(n)
+    if len(data) != n:
+        raise ValueError("the file ends inside its header")
+    return data
+
+
+def _png_size(fp: BinaryIO) -> tuple[int, int]:
+    # the signature, then IHDR, which the PNG format requires to be the first chunk
+    head = _read_exact(fp, 24)
+    if head[12:16] != b"IHDR":
+        raise ValueError("IHDR is not the first chunk")
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(fp: BinaryIO) -> tuple[int, int]:
+    # the first start-of-frame marker holds the size (a decoder refuses a second one); the
+    # segments before it (APPn, DQT, DHT, COM, ...) are skipped by their stated length
+    _read_exact(fp, 2)  # SOI
+    while True:
+        byte = _read_exact(fp, 1)[0]
+        if byte != 0xFF:
+            raise ValueError(f"expected a marker, found byte 0x{byte:02x}")
+        marker = _read_exact(fp, 1)[0]
+        while marker == 0xFF:  # fill bytes
+            marker = _read_exact(fp, 1)[0]
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no payload
+            continue
+        if marker in (0xD8, 0xD9, 0xDA):
+            raise ValueError("no frame header before the image data")
+        length = int.from_bytes(_read_exact(fp, 2), "big")
+        if length < 2:
+            raise ValueError(f"segment 0x{marker:02x} has length {length}")
+        if marker in _JPEG_SOF:
+            frame = _read_exact(fp, 5)  # precision, height, width
+            return int.from_bytes(frame[3:5], "big"), int.from_bytes(frame[1:3], "big")
+        fp.seek(length - 2, 1)
+
+
+def _webp_size(fp: BinaryIO) -> tuple[int, int]:
+    head = _read_exact(fp, 30)
+    chunk, payload = head[12:16], head[20:30]
+    if chunk == b"VP8 ":  # lossy: frame tag (3), start code (3), 14-bit width and height
+        if payload[3:6] != b"\x9d\x01\x2a":
+            raise ValueError("VP8 start code missing")
+        return (int.from_bytes(payload[6:8], "little") & 0x3FFF,
+                int.from_bytes(payload[8:10], "little") & 0x3FFF)
+    if chunk == b"VP8L":  # lossless: signature, then 14-bit width-1 and height-1
+        if payload[0] != 0x2F:
+            raise ValueError("VP8L signature missing")
+        bits = int.from_bytes(payload[1:5], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":  # extended: flags (4), 24-bit canvas width-1 and height-1
+        return (int.from_bytes(payload[4:7], "little") + 1,
+                int.from_bytes(payload[7:10], "little") + 1)
+    raise ValueError(f"unknown first chunk {chunk!r}")
+
+
+def _bmp_size(fp: BinaryIO) -> tuple[int, int]:
+    head = _read_exact(fp, 26)
+    if int.from_bytes(head[14:18], "little") == 12:  # OS/2 core header: 16-bit sizes
+        return int.from_bytes(head[18:20], "little"), int.from_bytes(head[20:22], "little")
+    # negative height: rows stored top-down
+    return (abs(int.from_bytes(head[18:22], "little", signed=True)),
+            abs(int.from_bytes(head[22:26], "little", signed=True)))
+
+
+def _tiff_size(fp: BinaryIO) -> tuple[int, int]:
+    # Pillow's TIFF parser reads the first directory's tags, no pixels. It is called
+    # directly, not through Image.open, whose decompression-bomb check would raise for
+    # exactly the images this check exists to name.
+    from PIL import TiffImagePlugin
+
+    return TiffImagePlugin.TiffImageFile(fp).size
+
+
+_HEADER_READERS = {"PNG": _png_size, "JPEG": _jpeg_size, "WebP": _webp_size,
+                   "BMP": _bmp_size, "TIFF": _tiff_size}
+
+
+def image_size_from_header(source: bytes | BinaryIO, what: str = "image") -> tuple[int, int]:
+    """(width, height) as the image's header states it, read without decoding any pixel.
+
+    Only the formats in IMAGE_FORMATS are accepted, recognised by their signature (the one
+    the decoder goes by). An image whose header is missing, truncated or states no size is
+    refused (InputError), never decoded to find out: its size is what bounds the memory a
+    decode takes (a 2.6 MB PNG can claim 30000x30000, 2.7 GB once decoded).
+    """
+    fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    start = fp.tell()
+    fmt = _sniff_format(fp.read(16))
+    if fmt is None:
+        raise InputError(f"{what} is not a decodable image ({IMAGE_FORMATS})")
+    fp.seek(start)
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return None
+        width, height = _HEADER_READERS[fmt](fp)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parse failure means: header unreadable
+        raise InputError(f"{what} is not a decodable image: its {fmt} header cannot be "
+                         f"read ({exc})") from None
+    if width <= 0 or height <= 0:
+        raise InputError(f"{what} is not a decodable image: its {fmt} header states "
+                         f"{width}x{height} pixels")
+    return width, height
 
 
-def check_pixel_limit(size: tuple[int, int] | None, max_pixels: int, what: str) -> None:
-    if size is not None and size[0] * size[1] > max_pixels:
+def check_pixel_limit(size: tuple[int, int], max_pixels: int, what: str) -> None:
+    if size[0] * size[1] > max_pixels:
         raise InputError(
             f"{what} has {size[0]}x{size[1]} pixels, more than the {max_pixels} allowed"
         )
 
 
+def check_image_header(source: bytes | BinaryIO, max_pixels: int, what: str) -> tuple[int, int]:
+    """The header's (width, height); InputError naming the size and the limit when the image
+    has more than ``max_pixels`` pixels, or when its header cannot be read. Decodes nothing."""
+    size = image_size_from_header(source, what)
+    if size[0] * size[1] > max_pixels:
+        raise InputError(
+            f"{what} has {size[0]}x{size[1]} pixels, more than the {max_pixels} allowed "
+            f"(refused from its header, not decoded)"
+        )
+    return size
+
+
+def check_image_file(path: Path, max_pixels: int, what: str) -> tuple[int, int]:
+    """check_image_header for a file on disk (reads only its header)."""
+    try:
+        with Path(path).open("rb") as fh:
+            return check_image_header(fh, max_pixels, what)
+    except FileNotFoundError:
+        raise InputError(f"{what} does not exist") from None
+    except IsADirectoryError:
+        raise InputError(f"{what} is a directory, not an image") from None
+
+
 def decode_image(data: bytes, what: str = "image", max_pixels: int = MAX_FRAME_PIXELS) -> np.ndarray:
     """Encoded image bytes → RGB uint8; InputError naming ``what`` if it is not an image.
 
-    The size limit is checked on the header first, so an image that would take gigabytes
-    once decoded (a few kB of PNG can claim 50000x50000) is refused before it is decoded.
+    The size limit is checked on the header first (check_image_header), so an image that
+    would take gigabytes once decoded is refused before anything is decoded.
     """
     if not data:
         raise InputError(f"{what} is empty")
-    check_pixel_limit(image_size_from_header(data), max_pixels, what)
+    check_image_header(data, max_pixels, what)
     buffer = np.frombuffer(data, dtype=np.uint8)
     bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if bgr is None:
-        raise InputError(f"{what} is not a decodable image (JPEG, PNG, WebP, BMP, TIFF)")
+        raise InputError(f"{what} is not a decodable image ({IMAGE_FORMATS})")
     check_pixel_limit((bgr.shape[1], bgr.shape[0]), max_pixels, what)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
