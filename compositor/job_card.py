@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw
 
-from .fonts import Font, load_font
 from .scene import Color, NewsLayout, NewsScene
 from .shapes import inclusive, paste_rounded_rect
 from .text_fit import FittedText, ellipsize, fit_line, fit_paragraph, text_width
+from .text_runs import TextFont, draw_text, text_font
 
 TITLE_MAX_LINES = 3
 TITLE_SIZES = (66, 40)
@@ -102,13 +102,8 @@ class _CardColumn:
             return
         width = int(text_width(fitted.lines[0], fitted.font)) + 2 * pad_x
         paste_rounded_rect(self.image, (0, self.y, width, self.y + height), 4, self.layout.accent)
-        self.draw.text(
-            (pad_x, self.y + height / 2),
-            fitted.lines[0],
-            font=fitted.font,
-            fill=(255, 255, 255),
-            anchor="lm",
-        )
+        draw_text(self.draw, (pad_x, self.y + height / 2), fitted.lines[0], fitted.font, (255, 255, 255),
+                  anchor="lm")
         self.advance(height, BLOCK_GAP - 6)
 
     def lines(self, text: FittedText, fill: Color, gap: int = 0) -> None:
@@ -116,7 +111,7 @@ class _CardColumn:
         for line in text.lines:
             if not self.room_for(text.line_height):
                 return
-            self.draw.text((0, self.y), line, font=text.font, fill=fill, anchor="la")
+            draw_text(self.draw, (0, self.y), line, text.font, fill, anchor="la")
             self.advance(text.line_height)
         self.y += gap
 
@@ -144,7 +139,7 @@ class _CardColumn:
         if not skills or not self.room_for(label.height + LABEL_GAP + CHIP_HEIGHT):
             return
         self.lines(label, self.layout.text_label, gap=LABEL_GAP)
-        font = load_font(CHIP_FONT_SIZE)
+        font = text_font(CHIP_FONT_SIZE)
         row_pitch = CHIP_HEIGHT + CHIP_GAP
         max_rows = (self.image.height - self.y + CHIP_GAP) // row_pitch
         for row in flow_chips(skills, font, self.width, max_rows):
@@ -158,18 +153,13 @@ class _CardColumn:
                     self.layout.chip_outline,
                     outline_px=2,
                 )
-                self.draw.text(
-                    (x + width / 2, self.y + CHIP_HEIGHT / 2),
-                    text,
-                    font=font,
-                    fill=self.layout.text_primary,
-                    anchor="mm",
-                )
+                draw_text(self.draw, (x + width / 2, self.y + CHIP_HEIGHT / 2), text, font,
+                          self.layout.text_primary, anchor="mm")
                 x += width + CHIP_GAP
             self.advance(CHIP_HEIGHT, CHIP_GAP)
 
 
-def flow_chips(skills: list[str], font: Font, max_width: int, max_rows: int) -> list[ChipRow]:
+def flow_chips(skills: list[str], font: TextFont, max_width: int, max_rows: int) -> list[ChipRow]:
     """Greedy line-breaking of skill chips into at most `max_rows` rows of `max_width`."""
     if max_rows <= 0:
         return []
@@ -186,7 +176,7 @@ def flow_chips(skills: list[str], font: Font, max_width: int, max_rows: int) -> 
     return [row for row in rows if row]
 
 
-def _chip(label: str, font: Font) -> tuple[str, int]:
+def _chip(label: str, font: TextFont) -> tuple[str, int]:
     return label, int(round(text_width(label, font))) + 2 * CHIP_PAD_X
 
 
@@ -194,7 +184,7 @@ def _row_width(row: ChipRow) -> int:
     return sum(width for _, width in row) + CHIP_GAP * max(0, len(row) - 1)
 
 
-def _end_with_overflow_chip(row: ChipRow, hidden: int, font: Font, max_width: int) -> None:
+def _end_with_overflow_chip(row: ChipRow, hidden: int, font: TextFont, max_width: int) -> None:
     """Close the last row with "+N", dropping chips from it until that summary fits."""
     while row and _row_width(row + [_chip(f"+{hidden}", font)]) > max_width:
         row.pop()

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 from .scene import NewsLayout, NewsScene, Rect
 from .shapes import paste_polygon
 from .text_fit import fit_line
+from .text_runs import draw_text
 
 NAME_SIZES = (34, 14)
 PAD_X = 22
@@ -36,13 +37,8 @@ def draw_logo(image: Image.Image, scene: NewsScene, layout: NewsLayout) -> None:
 def _draw_channel_name(image: Image.Image, name: str, box: Rect) -> None:
     x0, y0, x1, y1 = box
     text = fit_line(name.upper(), x1 - x0, NAME_SIZES[0], NAME_SIZES[1], bold=True)
-    ImageDraw.Draw(image).text(
-        ((x0 + x1) / 2, (y0 + y1) / 2),
-        text.lines[0],
-        font=text.font,
-        fill=(255, 255, 255),
-        anchor="mm",
-    )
+    draw_text(ImageDraw.Draw(image), ((x0 + x1) / 2, (y0 + y1) / 2), text.lines[0], text.font,
+              (255, 255, 255), anchor="mm")
 
 
 def _paste_logo_image(image: Image.Image, path: Path, box: Rect) -> None:

@@ -7,6 +7,8 @@ static frame, resize the head crop into its panel, and copy the ticker's current
 
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
 
@@ -15,9 +17,12 @@ from .head_crop import CropWindow, cover_crop
 from .job_card import draw_job_card
 from .logo import draw_logo
 from .scene import NewsLayout, NewsScene
+from .text_runs import cjk_variant_for, code_point_names, collect_missing
 from .ticker import TickerStrip, draw_ticker_label
 
 FaceBox = tuple[float, float, float, float]
+
+log = logging.getLogger(__name__)
 
 
 class NewsFrameRenderer:
@@ -30,15 +35,23 @@ class NewsFrameRenderer:
         self.layout = layout if layout is not None else NewsLayout()
         self.fps = float(fps)
 
-        image = draw_backdrop(self.layout)
-        draw_job_card(image, scene, self.layout)
-        draw_logo(image, scene, self.layout)
-        draw_ticker_label(image, scene, self.layout)
-        static = np.array(image, dtype=np.uint8)
-        static.flags.writeable = False
-        self._static = static
-
-        self.ticker = TickerStrip.for_scene(scene, self.layout, static)
+        with collect_missing() as missing, cjk_variant_for(_scene_text(scene)):
+            image = draw_backdrop(self.layout)
+            draw_job_card(image, scene, self.layout)
+            draw_logo(image, scene, self.layout)
+            draw_ticker_label(image, scene, self.layout)
+            static = np.array(image, dtype=np.uint8)
+            static.flags.writeable = False
+            self._static = static
+            self.ticker = TickerStrip.for_scene(scene, self.layout, static)
+        self.missing_glyphs: tuple[str, ...] = code_point_names(missing)
+        """Characters of the card that no available font has ('U+E000', ...): each was drawn
+        as U+FFFD instead."""
+        if self.missing_glyphs:
+            log.warning(
+                "no font has %s: drawn as U+FFFD", ", ".join(self.missing_glyphs),
+                extra={"missing_glyphs": list(self.missing_glyphs)},
+            )
         self._locked_crop: CropWindow | None = None
         self._locked_face: FaceBox | None = None
         self._rescaled_crops: dict[tuple[int, int], CropWindow] = {}
@@ -109,6 +122,10 @@ class NewsFrameRenderer:
         sx, sy = size[1] / locked_w, size[0] / locked_h
         x0, y0, x1, y1 = self._locked_face
         return x0 * sx, y0 * sy, x1 * sx, y1 * sy
+
+
+def _scene_text(scene: NewsScene) -> str:
+    return " ".join([scene.title, scene.company, scene.location, *scene.skills, scene.resolved_ticker_text()])
 
 
 def _as_rgb(head: np.ndarray) -> np.ndarray:

@@ -13,10 +13,10 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .fonts import Font, load_font
 from .scene import TICKER_SEPARATOR, Color, NewsLayout, NewsScene
 from .shapes import paste_polygon
-from .text_fit import fit_line, text_width
+from .text_fit import fit_line
+from .text_runs import TextFont, draw_text, text_font
 
 LABEL_SIZES = (34, 16)
 LABEL_PAD_X = 18
@@ -35,13 +35,8 @@ def draw_ticker_label(image: Image.Image, scene: NewsScene, layout: NewsLayout) 
         LABEL_SIZES[1],
         bold=True,
     )
-    ImageDraw.Draw(image).text(
-        ((x0 + x1) / 2, (y0 + y1) / 2),
-        label.lines[0],
-        font=label.font,
-        fill=(255, 255, 255),
-        anchor="mm",
-    )
+    draw_text(ImageDraw.Draw(image), ((x0 + x1) / 2, (y0 + y1) / 2), label.lines[0], label.font,
+              (255, 255, 255), anchor="mm")
 
 
 class TickerStrip:
@@ -50,7 +45,7 @@ class TickerStrip:
     def __init__(
         self,
         text: str,
-        font: Font,
+        font: TextFont,
         background_column: np.ndarray,
         window_width: int,
         text_color: Color,
@@ -60,12 +55,13 @@ class TickerStrip:
         """`background_column` is the band's (height, 3) colour profile behind the text."""
         height = background_column.shape[0]
         self.window_width = int(window_width)
-        self.period_px = max(1, math.ceil(text_width(text, font)))
+        pieces = _ticker_pieces(text, font)
+        self.period_px = max(1, math.ceil(sum(width for _, width in pieces)))
         tile = Image.fromarray(
             np.ascontiguousarray(np.broadcast_to(background_column[:, None, :], (height, self.period_px, 3))),
             "RGB",
         )
-        _draw_ticker_text(tile, text, font, text_top, text_color, separator_color)
+        _draw_ticker_text(tile, pieces, font, text_top, text_color, separator_color)
         repeats = math.ceil((self.period_px + self.window_width) / self.period_px)
         strip = np.tile(np.asarray(tile), (1, repeats, 1))
         self.strip = np.ascontiguousarray(strip[:, : self.period_px + self.window_width])
@@ -75,7 +71,7 @@ class TickerStrip:
     def for_scene(cls, scene: NewsScene, layout: NewsLayout, backdrop: np.ndarray) -> TickerStrip:
         """The strip for `scene`, on the band colours found in the drawn `backdrop`."""
         x0, y0, x1, y1 = layout.ticker_crawl
-        font = load_font(layout.ticker_font_px)
+        font = text_font(layout.ticker_font_px)
         ascent, descent = font.getmetrics()
         band_centre = (y1 - y0 + ACCENT_RULE_PX) / 2
         return cls(
@@ -94,21 +90,37 @@ class TickerStrip:
         return self.strip[:, start : start + self.window_width]
 
 
-def _draw_ticker_text(
-    tile: Image.Image, text: str, font: Font, top: int, color: Color, separator_color: Color
-) -> None:
-    """The text in `color`, with its separator dots picked out in `separator_color`.
-
-    Each run is placed at the advance of everything before it, so the runs line up exactly
-    as the whole string would and the strip's period stays the width of the whole string.
-    """
-    draw = ImageDraw.Draw(tile)
+def _ticker_pieces(text: str, font: TextFont) -> list[tuple[str, float]]:
+    """The text cut at its separator dots (each dot a piece of its own), with widths."""
     dot = TICKER_SEPARATOR.strip()
+    pieces = []
     start = 0
     while start < len(text):
         end = text.find(dot, start)
         run_end = len(text) if end < 0 else (end if end > start else end + len(dot))
-        run = text[start:run_end]
-        fill = separator_color if run == dot else color
-        draw.text((text_width(text[:start], font), top), run, font=font, fill=fill, anchor="la")
+        pieces.append(text[start:run_end])
         start = run_end
+    return [(piece, font.getlength(piece)) for piece in pieces]
+
+
+def _draw_ticker_text(
+    tile: Image.Image,
+    pieces: list[tuple[str, float]],
+    font: TextFont,
+    top: int,
+    color: Color,
+    separator_color: Color,
+) -> None:
+    """The pieces side by side in `color`, the separator dots in `separator_color`.
+
+    Each piece is placed at the sum of the widths before it, so the strip's period is the
+    sum of all widths. A piece is laid out on its own (right-to-left text inside it reads
+    right to left; the items follow each other in the crawl's direction).
+    """
+    draw = ImageDraw.Draw(tile)
+    dot = TICKER_SEPARATOR.strip()
+    x = 0.0
+    for piece, width in pieces:
+        fill = separator_color if piece == dot else color
+        draw_text(draw, (x, top), piece, font, fill, anchor="la")
+        x += width
