@@ -61,6 +61,8 @@ class RenderResult:
     # restore replicas out of rotation at some point of the job, with the reason
     restore_replicas_out: dict[str, str] = field(default_factory=dict)
     cache_hits: dict[str, bool] = field(default_factory=dict)
+    missing_glyphs: list[str] = field(default_factory=list)
+    """Card characters no available font has ('U+E000', ...), drawn as U+FFFD instead."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -279,6 +281,7 @@ def render_video(
             restore_chunks=dict(fanout.chunks_per_target) if fanout else {},
             restore_replicas_out=fanout.ever_out() if fanout else {},
             cache_hits={"motion": cache_hit},
+            missing_glyphs=list(renderer.missing_glyphs),
         )
         log.info("rendered %s: %d frames in %.2fs", spec.output, n_out, seconds["total"])
         return result
