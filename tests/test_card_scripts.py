@@ -145,6 +145,44 @@ def test_right_to_left_order_is_kept_across_fonts():
         layout, "برمجيات").x
 
 
+@pytest.mark.parametrize(
+    ("text", "levels"),
+    [
+        ("abc", [0, 0, 0]),
+        ("אבג", [1, 1, 1]),
+        ("abc אבג def", [0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0]),
+        ("אבג 123 דהו", [1, 1, 1, 1, 2, 2, 2, 1, 1, 1, 1]),  # numbers in RTL: level 2
+        ("عربي 12", [1, 1, 1, 1, 1, 2, 2]),  # after Arabic letters: Arabic numbers
+        ("אבג abc ", [1, 1, 1, 1, 2, 2, 2, 1]),  # trailing space: paragraph level
+        ("x 1.5% y", [0] * 8),
+        ("abc (אבג) def", [0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0]),
+        ("א́b", [1, 1, 2]),  # a mark takes its base's level
+    ],
+)
+def test_bidi_levels(text, levels):
+    from talkinghead.compositor.bidi import embedding_levels
+
+    assert embedding_levels(text) == levels
+
+
+def test_bidi_visual_order():
+    from talkinghead.compositor.bidi import visual_order
+
+    assert visual_order([0, 0, 0]) == [0, 1, 2]
+    assert visual_order([0, 0, 1, 1, 1, 0]) == [0, 1, 4, 3, 2, 5]
+    assert visual_order([1, 1, 2, 2, 1]) == [4, 2, 3, 1, 0]
+
+
+def test_a_card_sets_all_its_ideographs_in_one_language_s_forms():
+    """Kana anywhere on the card: the ideographs of every line take Japanese forms (東京都
+    alone would be set as Chinese)."""
+    from talkinghead.compositor.text_runs import cjk_variant_for
+
+    assert text_font(40).layout("東京都").runs[0].face.name == "Noto Sans CJK SC"
+    with cjk_variant_for("ソフトウェアエンジニア 東京都"):
+        assert text_font(40).layout("東京都").runs[0].face.name == "Noto Sans CJK JP"
+
+
 def test_right_to_left_pixels_follow_the_layout():
     """Drawn, the emoji in an Arabic line lands between the two Arabic words, where the
     layout put it: the runs are really drawn in visual order."""
@@ -201,6 +239,33 @@ def test_fitting_uses_the_width_of_the_fallback_fonts():
     assert layout.width >= cjk.getlength(line.lines[0][:-1]) - 1
     para = fit_paragraph("数据 库 " * 40 + "🚀" * 30, 500, 3, 60, 30)
     assert len(para.lines) == 3 and all(text_width(x, para.font) <= 500 for x in para.lines)
+
+
+def test_chinese_without_spaces_wraps_between_ideographs():
+    """Chinese has no spaces: a long title wraps onto its three lines (not one line cut with
+    an ellipsis), no line starts with closing punctuation, and nothing is lost or reordered."""
+    from talkinghead.compositor.text_fit import fit_paragraph, text_width
+
+    title = "高级软件工程师，负责分布式系统的设计与开发。以及云计算平台的维护工作和团队管理"
+    fitted = fit_paragraph(title, 700, 3, 66, 40, bold=True)
+    assert len(fitted.lines) == 3 and "".join(fitted.lines) == title  # shrunk, not cut
+    assert all(text_width(line, fitted.font) <= 700 for line in fitted.lines)
+    assert not any(line[0] in "，。" for line in fitted.lines)
+    longer = fit_paragraph(title * 3, 700, 3, 66, 40, bold=True)
+    assert len(longer.lines) == 3 and longer.size == 40 and longer.lines[-1].endswith("…")
+    assert "".join(longer.lines)[:-1] == (title * 3)[: len("".join(longer.lines)) - 1]
+
+
+def test_long_card_in_every_script_stays_inside_the_card():
+    words = " ".join(" ".join([t, c, loc, *sk]) for t, c, loc, sk in SCRIPTS.values())
+    huge = scene_for(words * 3, words, words, [words[:80], *words.split()] * 3)
+    small = scene_for("X", "ACME", "Berlin", [])
+    changed = (NewsFrameRenderer(huge, LAYOUT, FPS).static_frame
+               != NewsFrameRenderer(small, LAYOUT, FPS).static_frame).any(axis=2)
+    x0, y0, x1, y1 = LAYOUT.card
+    changed[y0:y1, x0:x1] = False
+    changed[LAYOUT.ticker_band[1]:] = False  # the ticker's own text is not in the static frame
+    assert not changed.any()
 
 
 MONO = Path("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf")
