@@ -104,6 +104,7 @@ def _sized(face: Face, size: int) -> ImageFont.FreeTypeFont:
     return face.opener(size)
 
 
+@functools.lru_cache(maxsize=64)
 def _coverage(source: str | bytes, index: int = 0) -> frozenset[int]:
     """The code points a font file's character map has."""
     from fontTools.ttLib import TTFont
