@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from celery import Celery
+from celery import Celery, current_app, signals
 
 from talkinghead.orchestrator.time_budget import max_job_seconds
 
@@ -28,6 +28,14 @@ def visibility_timeout_seconds() -> float:
     """
     default = max_job_seconds() + 3600
     return float(os.environ.get("TALKINGHEAD_VISIBILITY_TIMEOUT_SECONDS", str(default)))
+
+
+def result_retries() -> float:
+    """How many times a client retries a result store read or write that failed for want of
+    a connection (``TALKINGHEAD_RESULT_RETRIES``, default 10: about 15 s, at most 30 s, of
+    back-off), so a Redis restart does not break ``talkinghead submit --wait``. A worker's
+    pool process retries a job's final state without limit (see ``_keep_results``)."""
+    return float(os.environ.get("TALKINGHEAD_RESULT_RETRIES", "10"))
 
 
 def embedded_state_dir() -> Path:
@@ -84,6 +92,15 @@ def make_app(broker: str | None = None, backend: str | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         broker_connection_retry_on_startup=True,
+        # A lost broker connection (Redis restarted) does not stop running jobs: they go on,
+        # the worker reconnects, and acknowledges them when they end.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        # A result store read or write that fails for want of a connection is retried with
+        # exponential back-off (0.2 s doubling to 5 s, jittered) instead of failing at once.
+        result_backend_always_retry=True,
+        result_backend_max_retries=result_retries(),
+        result_backend_base_sleep_between_retries_ms=100,
+        result_backend_max_sleep_between_retries_ms=5000,
         worker_hijack_root_logger=False,
         result_expires=7 * 24 * 3600,
         # Each job gets limits from its audio length (job_request.py); these are the cap.
@@ -95,6 +112,22 @@ def make_app(broker: str | None = None, backend: str | None = None) -> Celery:
     )
     app.conf.include = ["talkinghead.orchestrator.tasks"]
     return app
+
+
+@signals.worker_process_init.connect
+def _keep_results(**_) -> None:
+    """In a worker's pool process a job's final state is retried until it is stored.
+
+    A job whose result cannot be stored must not be acknowledged as done: this process
+    waits for the result store (Redis) to come back and stores it then. Should the store
+    stay down past the job's hard time limit, the pool process is killed and the job,
+    never acknowledged, is delivered again (``task_reject_on_worker_lost``, or the
+    visibility timeout when the broker is down too). The worker's main process keeps the
+    bounded retries: it must go on serving the broker connection.
+    """
+    application = current_app
+    application.conf.result_backend_max_retries = float("inf")
+    application.backend.max_retries = float("inf")  # the instance the task tracer holds
 
 
 app = make_app()

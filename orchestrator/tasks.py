@@ -8,13 +8,14 @@ import random
 import time
 
 import grpc
+from celery.app.backends import by_url
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from pydantic import ValidationError
 
 from talkinghead.orchestrator.celery_app import app
 from talkinghead.orchestrator.jobspec import JobSpec, describe_validation_error
 from talkinghead.orchestrator.pipeline import render_video
-from talkinghead.orchestrator.progress import JobProgress
+from talkinghead.orchestrator.progress import JobProgress, ProgressPublisher
 from talkinghead.orchestrator.stage_clients import StageFailed, StageTargets, StageUnavailable
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.logs import job_context
@@ -38,6 +39,8 @@ RETRY_CODES = {
 MAX_RETRIES = int(os.environ.get("TALKINGHEAD_MAX_RETRIES", "3"))
 RETRY_BASE_S = float(os.environ.get("TALKINGHEAD_RETRY_BASE_SECONDS", "10"))
 SERVING_TIMEOUT_S = float(os.environ.get("TALKINGHEAD_SERVING_TIMEOUT", "120"))
+# How long a finished job waits for its last progress update before its result is stored.
+PROGRESS_CLOSE_S = 5.0
 
 
 class JobFailed(Exception):
@@ -52,6 +55,49 @@ def targets_from_env() -> StageTargets:
         lipsync=os.environ.get("TALKINGHEAD_LIPSYNC_TARGET", DEFAULT_TARGETS["lipsync"]),
         restore=tuple(t.strip() for t in restore.split(",") if t.strip()),
     )
+
+
+_progress_backend: tuple[int, object] | None = None
+
+
+def progress_backend(app):
+    """This process's result backend for progress updates: one attempt per update, a
+    short socket timeout, none of the retries the job's final result gets.
+
+    A progress update that fails is the publisher's to retry later (progress.py); were it
+    to retry in place (Celery's Redis backend retries a write 20 times, about 20 s), a late
+    update could land after the job's final state and hide it.
+    """
+    global _progress_backend
+    if _progress_backend is None or _progress_backend[0] != os.getpid():
+        cls, url = by_url(app.conf.result_backend, app.loader)
+        backend = cls(app=app, url=url)
+        backend.always_retry = False
+        if isinstance(getattr(backend, "retry_policy", None), dict):
+            backend.retry_policy = {**backend.retry_policy, "max_retries": 0}
+        params = getattr(backend, "connparams", None)
+        if isinstance(params, dict):  # Redis: fail fast, no reconnect loop of its own
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            params.update(socket_timeout=5.0, retry=Retry(NoBackoff(), 0))
+            if "socket_connect_timeout" in params:  # (a unix socket has none)
+                params["socket_connect_timeout"] = 2.0
+        _progress_backend = (os.getpid(), backend)
+    return _progress_backend[1]
+
+
+def progress_store(task) -> ProgressPublisher | None:
+    """A publisher storing the running task's PROGRESS state from a thread of its own."""
+    request = task.request  # this task's, captured in its own thread
+    if not request.id:
+        return None
+    backend = progress_backend(task.app)
+
+    def store(snapshot: dict) -> None:
+        backend.store_result(request.id, snapshot, "PROGRESS", request=request)
+
+    return ProgressPublisher(store, request.id)
 
 
 def retry_delay(retries: int) -> float:
@@ -72,12 +118,12 @@ def render(self, job_spec: dict) -> dict:
         log.info("job received: %s -> %s (attempt %d)", spec.face, spec.output,
                  self.request.retries + 1)
 
-        def publish(snapshot: dict) -> None:
-            if self.request.id:
-                self.update_state(state="PROGRESS", meta=snapshot)
-
+        # Progress goes out from a thread of its own: a result store that is down or slow
+        # never stops nor slows the render (progress.py).
+        publisher = progress_store(self)
         try:
-            result = render_video(spec, targets_from_env(), JobProgress(spec.job_id, publish),
+            result = render_video(spec, targets_from_env(),
+                                  JobProgress(spec.job_id, publisher),
                                   serving_timeout=SERVING_TIMEOUT_S)
         except SoftTimeLimitExceeded:
             # Raised by our soft time limit, or by `talkinghead cancel` (a revoke that
@@ -105,6 +151,10 @@ def render(self, job_spec: dict) -> dict:
                                  exc=JobFailed(str(exc))) from None
             log.error("job failed: %s", exc)
             raise JobFailed(str(exc)) from None
+        finally:
+            # Before the final state is stored: no progress update may land after it.
+            if publisher is not None:
+                publisher.close(PROGRESS_CLOSE_S)
         return result.to_dict()
 
 
