@@ -23,10 +23,11 @@ from talkinghead.compositor import probe
 from talkinghead.local_stack import LocalStack, free_port
 from talkinghead.orchestrator.celery_app import make_app
 from talkinghead.services.common.audio import ffmpeg_exe
-from tests.celery_jobs import job
+from tests.celery_jobs import job, submit_and_wait
 
 pytestmark = pytest.mark.e2e
 
+HOST = socket.gethostname()
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 SECONDS = 14  # 350 frames: long enough to kill Redis in the middle of a stage
 
@@ -103,13 +104,14 @@ def speech(tmp_path_factory) -> Path:
     from importlib import resources
 
     source = Path(str(resources.files("talkinghead.assets.demo") / "speech.wav"))
-    out = tmp_path_factory.mktemp("outage-audio") / f"speech_{SECONDS}s.wav"
-    subprocess.run(
-        [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-stream_loop", "-1",
-         "-i", str(source), "-t", str(SECONDS), str(out)],
-        check=True,
-    )
-    return out
+    folder = tmp_path_factory.mktemp("outage-audio")
+    for seconds in (SECONDS, 2):
+        subprocess.run(
+            [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-stream_loop", "-1",
+             "-i", str(source), "-t", str(seconds), str(folder / f"speech_{seconds}s.wav")],
+            check=True,
+        )
+    return folder / f"speech_{SECONDS}s.wav"
 
 
 @pytest.fixture(scope="module")
@@ -170,10 +172,12 @@ def only_the_output(folder: Path, out: Path) -> None:
 
 
 def run_outage(servers, own_redis, speech, demo_face, demo_card, out_dir: Path, job_id: str,
-               kill_when, down_s: float, down_until=None, env: dict[str, str] | None = None):
+               kill_when, down_s: float, down_until=None, env: dict[str, str] | None = None,
+               then=None):
     """Submit a job, SIGKILL Redis once ``kill_when(watcher)`` holds, start it again
     ``down_s`` later (and not before ``down_until(worker)`` holds, if given); wait for the
-    job to end. (watcher, worker process, kill time, output path)."""
+    job to end; call ``then(app, worker)`` while the worker still runs.
+    (watcher, worker process, kill time, output path)."""
     worker = servers.start_worker(f"worker-{job_id}", worker_env(own_redis.url, **(env or {})),
                                   "--queues", f"q-{job_id}")
     app = make_app(own_redis.url, own_redis.url)
@@ -194,6 +198,8 @@ def run_outage(servers, own_redis, speech, demo_face, demo_card, out_dir: Path, 
         own_redis.start()
         watcher.wait(lambda: watcher.last_state() in ("SUCCESS", "FAILURE"), 180,
                      "the job to end")
+        if then is not None:
+            then(app, worker)
         return watcher, worker, killed_at, out
     finally:
         worker.stop()
@@ -238,9 +244,21 @@ def test_redis_killed_mid_compose_job_still_succeeds(servers, own_redis, speech,
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     n = SECONDS * 25
+    later: dict = {}
+
+    def afterwards(app, worker) -> None:
+        """The worker is whole again: it answers control commands (so `talkinghead
+        cancel` reaches it) and takes the next job."""
+        later["ping"] = app.control.ping(destination=[f"worker-outage-compose-1@{HOST}"],
+                                         timeout=5.0)
+        spec = job(demo_face.parent, demo_face, demo_card, tmp_path / "next.mp4",
+                   job_id="outage-compose-2", audio=str(speech.parent / "speech_2s.wav"))
+        later["next"] = submit_and_wait(app, spec, timeout=120,
+                                        queue="q-outage-compose-1")[0].state
+
     watcher, worker, killed_at, out = run_outage(
         servers, own_redis, speech, demo_face, demo_card, out_dir, "outage-compose-1",
-        kill_when=lambda w: w.done("compose") >= 40, down_s=4.0)
+        kill_when=lambda w: w.done("compose") >= 40, down_s=4.0, then=afterwards)
     log = worker.log_path.read_text(errors="replace")
     assert watcher.last_state() == "SUCCESS", (watcher.seen[-1], log[-4000:])
     result = watcher.seen[-1][2]
@@ -257,8 +275,10 @@ def test_redis_killed_mid_compose_job_still_succeeds(servers, own_redis, speech,
     assert seen.count("progress_publish_failed") == 1, seen
     assert "progress_publish_resumed" in seen, seen
     # the job ran once, and its message is acknowledged (not left to be run again)
-    assert log.count("job received") == 1, log[-4000:]
+    assert log.count("job received: ") == 2, log[-4000:]  # this job, and the next one
     assert_acknowledged(own_redis.url, "q-outage-compose-1")
+    assert later["ping"], "the worker does not answer control commands after the outage"
+    assert later["next"] == "SUCCESS"
 
 
 def test_redis_down_when_the_job_ends_result_stored_when_back(
