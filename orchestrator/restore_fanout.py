@@ -74,7 +74,8 @@ class Replica:
     reason: str = ""  # why it was taken out (the failure, or the health check's answer)
     next_probe: float = 0.0
     probe_wait: float = 0.0
-    probes: int = 0
+    probes: int = 0  # health checks since it was taken out
+    strikes: int = 0  # times taken out since its last restored chunk
 
     @property
     def in_rotation(self) -> bool:
@@ -154,15 +155,21 @@ class RestoreFanout:
                 tries.append((target, outcome))
 
     def _probe_delay(self, replica: Replica) -> float:
-        wait = self.probe_seconds if replica.probes == 0 else min(
-            self.probe_max_seconds, max(replica.probe_wait, self.probe_seconds) * 2)
-        replica.probe_wait = wait
-        return wait * random.uniform(0.8, 1.2)
+        """Doubling from ``probe_seconds`` to ``probe_max_seconds``, +-20 % jitter. A replica
+        that fails again soon after coming back (SERVING, yet failing chunks) starts from
+        a longer wait each time, until it restores a chunk."""
+        if replica.probes == 0:
+            wait = self.probe_seconds * 2 ** min(max(replica.strikes - 1, 0), 30)
+        else:
+            wait = max(replica.probe_wait, self.probe_seconds) * 2
+        replica.probe_wait = min(self.probe_max_seconds, wait)
+        return replica.probe_wait * random.uniform(0.8, 1.2)
 
     def _take_out(self, replica: Replica, reason: str) -> None:
         now = time.monotonic()
         with self._record:
             replica.out_since, replica.reason, replica.probes = now, reason, 0
+            replica.strikes += 1
             replica.next_probe = now + self._probe_delay(replica)
             self.rotation.append((now, replica.target, "out", reason))
             left = [t for t, r in self.replicas.items() if r.in_rotation]
@@ -357,6 +364,7 @@ class RestoreFanout:
                         self._take_out(replica, f"{code.name}: {details}")
                         continue
                     busy.reset()
+                    replica.strikes = 0
                     self._note(n, target, OK)
                     with cond:
                         if client.engine is not None:

@@ -237,7 +237,7 @@ class _Replay:
     ``limit`` items without an answer nothing more is kept and the call cannot be replayed.
     """
 
-    def __init__(self, items: Iterable, limit: int = 1024):
+    def __init__(self, items: Iterable, limit: int = 256):
         self._source = iter(items)
         self._kept: list = []
         self._lock = threading.Lock()
