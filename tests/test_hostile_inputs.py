@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -597,3 +598,56 @@ def test_celery_job_fails_from_the_header(worker, hostile, assets_dir, demo_face
     assert elapsed < 10.0, elapsed
     assert vm_hwm_kb(pool_pid) - before < RSS_ALLOWANCE_KB, (before, vm_hwm_kb(pool_pid))
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ template zip bombs
+
+
+def npz_bomb(stated_shape: tuple[int, ...], inflated_bytes: int) -> bytes:
+    """A .npz whose exp.npy states ``stated_shape`` float64 and inflates to about
+    ``inflated_bytes`` (deflated zeros: 1 GB is about 1 MB on the wire)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("exp.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(
+                member, {"descr": "<f8", "fortran_order": False, "shape": stated_shape})
+            chunk = bytes(1 << 20)
+            for _ in range(inflated_bytes >> 20):
+                member.write(chunk)
+    return buffer.getvalue()
+
+
+TEMPLATE_BOMBS = {
+    # honest about its size: 1 GB of zeros in about 1 MB
+    "inflates": (npz_bomb((4_000_000, 21, 3), 1 << 30), "inflates to 1073741952 bytes"),
+    # small member, header states 40 GB: numpy would allocate the stated shape first
+    "states": (npz_bomb((80_000_000, 21, 3), 0), "states shape (80000000, 21, 3)"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TEMPLATE_BOMBS))
+def test_a_template_zip_bomb_is_refused_from_its_headers(kind):
+    from talkinghead.services.motion.template import template_from_npz
+
+    data, words = TEMPLATE_BOMBS[kind]
+    started = time.monotonic()
+    with pytest.raises(InputError, match=re.escape(words)):
+        template_from_npz(data, "bomb")
+    assert time.monotonic() - started < 1.0
+
+
+def test_motion_server_refuses_a_template_zip_bomb(servers, demo_face):
+    """The template travels in the request (template_npz): refused from the zip's and the
+    .npy's headers, INVALID_ARGUMENT, and the server's peak memory does not move."""
+    pid = server_pid(servers, "motion")
+    before = vm_hwm_kb(pid)
+    data, words = TEMPLATE_BOMBS["inflates"]
+    channel = open_channel(servers.targets.motion)
+    stub = motion_pb2_grpc.MotionServiceStub(channel)
+    request = motion_pb2.AnimateRequest(image=demo_face.read_bytes(), template_npz=data)
+    err = rpc_error(lambda: list(stub.Animate(request, timeout=60)))
+    channel.close()
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+    assert words in err.details()
+    assert vm_hwm_kb(pid) - before < RSS_ALLOWANCE_KB, (before, vm_hwm_kb(pid))
+    servers.check_alive()

@@ -9,6 +9,7 @@ is data, never code.
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,6 +20,13 @@ from talkinghead.services.common.errors import InputError, NotFoundError
 
 BUNDLED_TEMPLATES = "talkinghead.assets.templates"
 MAX_TEMPLATE_FRAMES = 10_000
+# The arrays a template may hold (ours and upstream's names); any other member is not read.
+TEMPLATE_ARRAYS = ("scale", "R", "R_d", "exp", "t", "fps", "eye_ratio", "c_d_eyes_lst",
+                   "lip_ratio", "c_d_lip_lst")
+# The largest array a valid template holds: exp, (N, 21, 3) float64 at MAX_TEMPLATE_FRAMES.
+# A .npz is a zip: a few hundred KB can inflate to gigabytes, so every member's inflated
+# size and .npy header are checked against this before a byte of it is inflated.
+MAX_TEMPLATE_ARRAY_BYTES = MAX_TEMPLATE_FRAMES * 21 * 3 * 8 + 4096
 
 
 @dataclass(frozen=True)
@@ -75,14 +83,46 @@ class MotionTemplate:
         )
 
 
-def template_from_npz(data: bytes | Path, name: str = "custom") -> MotionTemplate:
-    """Parse and validate a template file; raise InputError saying what is wrong."""
+def read_template_arrays(source: io.BytesIO | Path, name: str) -> dict[str, np.ndarray]:
+    """The template's arrays, each checked for its size before it is inflated (a zip bomb is
+    refused from its headers, naming the array and its size); other members are skipped."""
+    arrays: dict[str, np.ndarray] = {}
     try:
-        source = io.BytesIO(data) if isinstance(data, bytes) else Path(data)
-        with np.load(source, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        with zipfile.ZipFile(source) as archive:
+            for member in archive.infolist():
+                key = member.filename.removesuffix(".npy")
+                if key not in TEMPLATE_ARRAYS:
+                    continue
+                if member.file_size > MAX_TEMPLATE_ARRAY_BYTES:
+                    raise InputError(
+                        f"template {name!r}: array {key} inflates to {member.file_size} bytes, "
+                        f"more than the {MAX_TEMPLATE_ARRAY_BYTES} a template of "
+                        f"{MAX_TEMPLATE_FRAMES} frames needs (refused before inflating)"
+                    )
+                with archive.open(member) as stream:
+                    version = np.lib.format.read_magic(stream)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(stream)
+                    stated = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                    if dtype.hasobject or stated > MAX_TEMPLATE_ARRAY_BYTES:
+                        raise InputError(
+                            f"template {name!r}: array {key} states shape {shape} of {dtype}, "
+                            f"not a template array (refused before reading it)"
+                        )
+                with archive.open(member) as stream:
+                    arrays[key] = np.lib.format.read_array(stream, allow_pickle=False)
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's bad file
         raise InputError(f"template {name!r} is not a readable .npz file: {exc}") from exc
+    return arrays
+
+
+def template_from_npz(data: bytes | Path, name: str = "custom") -> MotionTemplate:
+    """Parse and validate a template file; raise InputError saying what is wrong."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else Path(data)
+    arrays = read_template_arrays(source, name)
     if "R" not in arrays and "R_d" in arrays:
         arrays["R"] = arrays["R_d"]
     missing = [k for k in ("scale", "R", "exp", "t", "fps") if k not in arrays]
