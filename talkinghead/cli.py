@@ -164,6 +164,9 @@ def print_result(result: dict) -> None:
     stages = result.get("stage_seconds", {})
     console.print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()),
                   highlight=False)
+    if result.get("missing_glyphs"):
+        console.print("[yellow]no font has[/] " + ", ".join(result["missing_glyphs"])
+                      + " (drawn as \N{REPLACEMENT CHARACTER})", highlight=False)
 
 
 def cmd_render(args: argparse.Namespace) -> int:

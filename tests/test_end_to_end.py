@@ -232,12 +232,17 @@ def stack_flags(stack) -> list[str]:
 
 
 def test_cli_render_against_running_servers(lite_stack, assets_dir, demo_face, tmp_path):
+    """Renders; a card character no font has (a private-use one) is named on the console."""
     out = tmp_path / "render.mp4"
+    card = json.loads((assets_dir / "card.json").read_text())
+    card["company"] += " \ue000"
+    (tmp_path / "card.json").write_text(json.dumps(card))
     proc = run_cli("render", "--face", str(demo_face), "--audio", str(assets_dir / "speech_3s.wav"),
-                   "--card", str(assets_dir / "card.json"), "--out", str(out),
+                   "--card", str(tmp_path / "card.json"), "--out", str(out),
                    *stack_flags(lite_stack), timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"wrote {out}" in proc.stdout
+    assert "no font has U+E000" in proc.stdout
     assert_plays_as_promised(out, assets_dir / "speech_3s.wav")
 
 
