@@ -550,6 +550,21 @@ def test_lipsync_server_refuses_long_audio_from_its_header(servers, hostile, dem
     assert elapsed < 5.0, elapsed
 
 
+def test_lipsync_server_refuses_long_raw_pcm_by_its_length(servers):
+    """Raw 16 kHz PCM states its length by its size: 610 s (19.5 MB) is refused before the
+    float copy is made."""
+    pcm = bytes(2 * 16000 * 610)
+    channel = open_channel(servers.targets.lipsync)
+    stub = lipsync_pb2_grpc.LipSyncServiceStub(channel)
+    request = lipsync_pb2.SyncRequest(config=lipsync_pb2.SyncConfig(
+        audio=frames_pb2.Audio(pcm_s16le_16k_mono=pcm), fps=25))
+    err = rpc_error(lambda: list(stub.Sync(iter([request]), timeout=60)))
+    channel.close()
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == ("config.audio is longer than the 600 s limit: it holds 610.0 s "
+                             "of 16 kHz PCM")
+
+
 # ------------------------------------------------------------------ the Celery worker
 
 

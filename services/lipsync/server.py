@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 def audio_from_proto(msg: frames_pb2.Audio, max_seconds: float):
     which = msg.WhichOneof("payload")
     if which == "pcm_s16le_16k_mono":
+        stated = len(msg.pcm_s16le_16k_mono) / (2 * 16000)
+        if stated > max_seconds:  # refused before the float copy (4x the bytes) is made
+            raise InputError(f"config.audio is longer than the {max_seconds:g} s limit: "
+                             f"it holds {stated:.1f} s of 16 kHz PCM")
         samples = pcm_s16le_to_float(msg.pcm_s16le_16k_mono)
         check_audio(samples, max_seconds, what="config.audio")
         return samples
