@@ -5,7 +5,10 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 REQUESTS = Counter(
-    "talkinghead_requests_total", "RPCs finished, by status code.", ["stage", "method", "code"]
+    "talkinghead_requests_total",
+    "RPCs finished, by status code (CANCELLED: the client cancelled; DEADLINE_EXCEEDED: the "
+    "call's deadline passed).",
+    ["stage", "method", "code"],
 )
 FRAMES = Counter("talkinghead_frames_total", "Frames produced.", ["stage"])
 REQUEST_SECONDS = Histogram(

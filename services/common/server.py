@@ -4,7 +4,8 @@ Every server here behaves the same way, whatever its model:
   * it binds (127.0.0.1 unless told otherwise) and answers health checks at once, but
     says NOT_SERVING, and refuses work with UNAVAILABLE, until its engine is loaded and
     warmed up: clients wait for SERVING instead of failing;
-  * standard health service and server reflection (so ``grpcurl list`` works);
+  * standard health service (Check, Watch and List) and server reflection (so
+    ``grpcurl list`` works);
   * Prometheus metrics on a side port;
   * explicit message-size limits and a limit on concurrent streams (RESOURCE_EXHAUSTED
     beyond it, so an overloaded replica says so and the caller tries another);
@@ -126,11 +127,26 @@ def _status_for(exc: Exception) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+DEADLINE_SLACK_SECONDS = 0.05  # the core's clock and time.time() may differ by this much
+
+
+def ended_early_code(context: grpc.ServicerContext) -> grpc.StatusCode:
+    """Why a call that is no longer active ended without a status of ours: its deadline
+    passed (DEADLINE_EXCEEDED) or the client cancelled it (CANCELLED)."""
+    if context.time_remaining() <= DEADLINE_SLACK_SECONDS:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
 def streaming_rpc(method: str) -> Callable:
     """Decorate a response-streaming handler of a servicer that has ``.gate`` and ``.stage``.
 
     Admits the call through the gate, tags logs with the caller's job id, maps engine
-    errors to status codes, stops when the client goes away, and records metrics.
+    errors to status codes, stops when the client goes away, and records metrics: a call
+    the client cancelled counts as CANCELLED, one whose deadline passed as
+    DEADLINE_EXCEEDED, whether gRPC noticed it between chunks (``is_active``), while
+    reading the client's stream (the request iterator raises) or while sending (gRPC stops
+    iterating and closes this generator: GeneratorExit).
     """
 
     def decorate(handler: Callable) -> Callable:
@@ -144,16 +160,29 @@ def streaming_rpc(method: str) -> Callable:
                         log.info("%s started", method)
                         for response in handler(self, request, context):
                             if not context.is_active():
-                                code = grpc.StatusCode.CANCELLED
-                                log.warning("%s: client cancelled or deadline passed", method)
+                                code = ended_early_code(context)
+                                log.warning("%s stopped: %s", method, _ended_text(code))
                                 return
                             metrics.FRAMES.labels(self.stage).inc(len(response.frames))
                             yield response
                         log.info("%s finished in %.2fs", method, time.perf_counter() - started)
+                except GeneratorExit:
+                    # gRPC stopped taking responses: the client went away or the deadline
+                    # passed while a response was being sent.
+                    if context.code() in (None, grpc.StatusCode.OK):
+                        code = ended_early_code(context)
+                        log.warning("%s stopped: %s", method, _ended_text(code))
+                    raise
                 except Exception as exc:
                     if context.code() not in (None, grpc.StatusCode.OK):
                         code = context.code()  # already aborted (gate, or handler on purpose)
                         raise
+                    if not context.is_active():
+                        # e.g. the request iterator raised because the client cancelled
+                        code = ended_early_code(context)
+                        log.warning("%s stopped: %s (%s)", method, _ended_text(code),
+                                    type(exc).__name__)
+                        return
                     code = _status_for(exc)
                     if code == grpc.StatusCode.INTERNAL:
                         log.exception("%s failed", method)
@@ -169,6 +198,47 @@ def streaming_rpc(method: str) -> Callable:
         return wrapper
 
     return decorate
+
+
+def _ended_text(code: grpc.StatusCode) -> str:
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "deadline passed"
+    return "client cancelled"
+
+
+class HealthServicer(health.HealthServicer):
+    """grpcio-health-checking's servicer plus ``List``: the package's proto has the RPC (so
+    reflection lists it) but its servicer leaves it UNIMPLEMENTED. List answers every service
+    this server reports on (the server as a whole, ``""``, included) with its status."""
+
+    def __init__(self) -> None:
+        super().__init__(experimental_non_blocking=True)
+        self._statuses_lock = threading.Lock()
+        # the package's servicer starts with the server as a whole SERVING
+        self._statuses: dict[str, int] = {"": health_pb2.HealthCheckResponse.SERVING}
+        self._final = False  # after enter_graceful_shutdown, as in the package: no changes
+
+    def set(self, service: str, status: int) -> None:
+        with self._statuses_lock:
+            if not self._final:
+                self._statuses[service] = status
+        super().set(service, status)
+
+    def enter_graceful_shutdown(self) -> None:
+        with self._statuses_lock:
+            if not self._final:
+                self._statuses = dict.fromkeys(
+                    self._statuses, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self._final = True
+        super().enter_graceful_shutdown()
+
+    def List(self, request: health_pb2.HealthListRequest, context) -> health_pb2.HealthListResponse:
+        with self._statuses_lock:
+            statuses = dict(self._statuses)
+        return health_pb2.HealthListResponse(statuses={
+            name: health_pb2.HealthCheckResponse(status=status)
+            for name, status in statuses.items()
+        })
 
 
 class ModelServer:
@@ -188,7 +258,7 @@ class ModelServer:
         self.servicer = servicer
         self.servicer.gate = self.gate
         self.servicer.max_message_bytes = settings.max_message_bytes
-        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.health = HealthServicer()
         self.service_names = [service_name]
         self._add_to_server = add_to_server
         self._load_engine = load_engine
