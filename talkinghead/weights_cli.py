@@ -3,22 +3,47 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 from talkinghead.services.common.errors import WeightsError
+from talkinghead.weights_licences import BY_FILE, Licence
 
 
-def expected_files() -> list[tuple[str, str, str, str]]:
-    """(stage, engine, path inside the weights directory, what it is) for every file."""
+@dataclass(frozen=True)
+class WeightFile:
+    """One file of the catalogue: where it goes, what it is, and its licence as published."""
+
+    stage: str
+    engine: str
+    path: str  # inside the weights directory (the official layout)
+    what: str
+    licence: Licence
+
+
+def expected_files() -> list[WeightFile]:
+    """Every file a neural engine reads, with its licence (the optional official crop's
+    ONNX models included)."""
     from talkinghead.services.lipsync import wav2lip_weights as ww
     from talkinghead.services.motion import liveportrait_weights as lp
+    from talkinghead.services.motion import onnx_face
     from talkinghead.services.restore import gfpgan_weights as gw
 
-    return (
+    crop = {
+        onnx_face.DETECTOR_FILE: "InsightFace SCRFD detector, for the official crop (optional)",
+        onnx_face.LANDMARK_106_FILE: "InsightFace 106-point landmarks, for the official crop "
+                                     "(optional)",
+        onnx_face.LANDMARK_203_FILE: "LivePortrait 203-point landmarks, for the official crop "
+                                     "(optional)",
+    }
+    rows = (
         [("motion", "liveportrait", p, lp.DESCRIPTIONS[k]) for k, p in lp.FILES.items()]
+        + [("motion", "liveportrait", p, what) for p, what in crop.items()]
         + [("lipsync", "wav2lip", p, ww.DESCRIPTIONS[k]) for k, p in ww.FILES.items()]
         + [("restore", "gfpgan", p, gw.DESCRIPTIONS[k]) for k, p in gw.FILES.items()]
     )
+    return [WeightFile(stage, engine, path, what, BY_FILE[path])
+            for stage, engine, path, what in rows]
 
 
 def verify(weights_dir: Path) -> int:
@@ -62,11 +87,13 @@ def verify(weights_dir: Path) -> int:
 def run(args: argparse.Namespace, weights_dir: Path | None) -> int:
     if args.action == "list":
         print(f"weights directory: {weights_dir or '(none: --weights or TALKINGHEAD_WEIGHTS_DIR)'}")
-        for stage, engine, path, what in expected_files():
+        for f in expected_files():
             state = "-"
             if weights_dir is not None:
-                state = "present" if (weights_dir / path).is_file() else "MISSING"
-            print(f"{stage:<8} {engine:<13} {state:<8} {path}  ({what})")
+                state = "present" if (weights_dir / f.path).is_file() else "MISSING"
+            print(f"{f.stage:<8} {f.engine:<13} {state:<8} {f.path}  ({f.what})")
+            print(f"{'':<32}licence: {f.licence.text()}")
+        print("licences as their publishers state them; README 'Model licences' quotes them")
         return 0
     if weights_dir is None:
         raise WeightsError("give --weights DIR (or set TALKINGHEAD_WEIGHTS_DIR)")
