@@ -130,4 +130,18 @@ def _keep_results(**_) -> None:
     application.backend.max_retries = float("inf")  # the instance the task tracer holds
 
 
+@signals.worker_init.connect
+def _keep_results_without_processes(sender=None, **_) -> None:
+    """The same for a worker whose jobs run in its own process (``--pool threads|solo``):
+    backends made from now on (one per job thread) retry without limit; with ``solo`` the
+    main thread runs the jobs, so its own backend does too."""
+    pool = getattr(sender, "pool_cls", None)  # "threads", or celery.concurrency.thread's
+    name = (pool if isinstance(pool, str) else getattr(pool, "__module__", "")) or ""
+    if not any(kind in name for kind in ("thread", "solo")):
+        return
+    sender.app.conf.result_backend_max_retries = float("inf")
+    if "solo" in name:
+        sender.app.backend.max_retries = float("inf")
+
+
 app = make_app()

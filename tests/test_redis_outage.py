@@ -173,13 +173,13 @@ def only_the_output(folder: Path, out: Path) -> None:
 
 def run_outage(servers, own_redis, speech, demo_face, demo_card, out_dir: Path, job_id: str,
                kill_when, down_s: float, down_until=None, env: dict[str, str] | None = None,
-               then=None):
+               then=None, pool: str = "prefork"):
     """Submit a job, SIGKILL Redis once ``kill_when(watcher)`` holds, start it again
     ``down_s`` later (and not before ``down_until(worker)`` holds, if given); wait for the
     job to end; call ``then(app, worker)`` while the worker still runs.
     (watcher, worker process, kill time, output path)."""
     worker = servers.start_worker(f"worker-{job_id}", worker_env(own_redis.url, **(env or {})),
-                                  "--queues", f"q-{job_id}")
+                                  "--queues", f"q-{job_id}", "--pool", pool)
     app = make_app(own_redis.url, own_redis.url)
     out = out_dir / "out.mp4"
     spec = job(demo_face.parent, demo_face, demo_card, out, job_id=job_id, audio=str(speech))
@@ -281,11 +281,13 @@ def test_redis_killed_mid_compose_job_still_succeeds(servers, own_redis, speech,
     assert later["next"] == "SUCCESS"
 
 
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
 def test_redis_down_when_the_job_ends_result_stored_when_back(
-        servers, own_redis, speech, demo_face, demo_card, tmp_path):
+        servers, own_redis, speech, demo_face, demo_card, tmp_path, pool):
     """Redis killed near the end of the job and kept down until the render has ended, plus
     3 s: the job's final state cannot be stored when the render ends; the worker retries the
-    store until Redis answers, then acknowledges. SUCCESS, readable, one output, run once."""
+    store until Redis answers, then acknowledges. SUCCESS, readable, one output, run once.
+    With the default pool (a process per job) and with threads."""
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     n = SECONDS * 25
@@ -299,11 +301,11 @@ def test_redis_down_when_the_job_ends_result_stored_when_back(
         return True
 
     watcher, worker, killed_at, out = run_outage(
-        servers, own_redis, speech, demo_face, demo_card, out_dir, "outage-end-1",
+        servers, own_redis, speech, demo_face, demo_card, out_dir, f"outage-end-{pool}",
         kill_when=lambda w: w.done("compose") >= n - 50, down_s=3.0,
         down_until=rendered,
         # clients give up after one retry: the worker's final store must not
-        env={"TALKINGHEAD_RESULT_RETRIES": "1"})
+        env={"TALKINGHEAD_RESULT_RETRIES": "1"}, pool=pool)
     log = worker.log_path.read_text(errors="replace")
     assert watcher.last_state() == "SUCCESS", (watcher.seen[-1], log[-4000:])
     result = watcher.seen[-1][2]
@@ -316,4 +318,4 @@ def test_redis_down_when_the_job_ends_result_stored_when_back(
     assert len(rendered) == 1
     assert "Failed operation _store_result" in log, log[-4000:]
     assert log.count("job received") == 1, log[-4000:]
-    assert_acknowledged(own_redis.url, "q-outage-end-1")
+    assert_acknowledged(own_redis.url, f"q-outage-end-{pool}")
