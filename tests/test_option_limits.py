@@ -201,6 +201,81 @@ def test_restore_serves_the_ends_and_unset(stack, small_frame, weight):
     assert [f.index for r in replies for f in r.frames] == [0]
 
 
+GOOD_BOX = {"x0": 20.0, "y0": 20.0, "x1": 100.0, "y1": 100.0}  # inside the 128x128 frame
+GEOMETRY_OUT_OF_RANGE = [
+    # (words in the error, FaceGeometry fields); the frame is 128x128
+    ("face.box.x0 must be within -128..256", {"box": {**GOOD_BOX, "x0": NAN}}),
+    ("face.box.x0 must be within -128..256", {"box": {**GOOD_BOX, "x0": -1e30}}),
+    ("face.box.y1 must be within -128..256", {"box": {**GOOD_BOX, "y1": 1e30}}),
+    ("face.box.x1 must be within -128..256", {"box": {**GOOD_BOX, "x1": 257.0}}),
+    ("face.box must have x0 < x1 and y0 < y1", {"box": {**GOOD_BOX, "x0": 100.0, "x1": 20.0}}),
+    ("face.box must have x0 < x1 and y0 < y1", {}),  # face set, box left empty
+    ("face.landmarks must hold 0 or 5 points", {"box": GOOD_BOX, "landmarks": [{"x": 50, "y": 50}] * 3}),
+    ("face.landmarks[2].y must be within -128..256",
+     {"box": GOOD_BOX, "landmarks": [{"x": 50, "y": 50}] * 2 + [{"x": 50, "y": NAN}] * 3}),
+    ("face.crop_transform must hold 0 or 6 values", {"box": GOOD_BOX, "crop_transform": [1, 0, 0]}),
+    ("face.crop_transform[5] must be within -1e+06..1e+06",
+     {"box": GOOD_BOX, "crop_transform": [1, 0, 0, 0, 1, INF]}),
+    ("face.crop_size must be within 0..4096", {"box": GOOD_BOX, "crop_size": 4097}),
+]
+
+
+def frame_with_geometry(photo, geometry: dict) -> frames_pb2.Frame:
+    frame = frame_to_proto(VideoFrame(7, np.ascontiguousarray(photo[::4, ::4])))  # 128x128
+    frame.face.CopyFrom(frames_pb2.FaceGeometry())
+    frame.face.MergeFrom(frames_pb2.FaceGeometry(
+        box=frames_pb2.Box(**geometry.get("box", {})),
+        landmarks=[frames_pb2.Point(**p) for p in geometry.get("landmarks", [])],
+        crop_transform=geometry.get("crop_transform", []),
+        crop_size=geometry.get("crop_size", 0),
+    ))
+    return frame
+
+
+@pytest.mark.parametrize(("words", "geometry"), GEOMETRY_OUT_OF_RANGE,
+                         ids=[w.split(" must")[0] + f"-{i}"
+                              for i, (w, _) in enumerate(GEOMETRY_OUT_OF_RANGE)])
+@pytest.mark.parametrize("stage", ["lipsync", "restore"])
+def test_face_geometry_out_of_range_is_refused(stack, photo, stage, words, geometry):
+    """Numbers in a frame's face geometry (they gave INTERNAL: NaN, 1e30, 3 landmarks)."""
+    frame = frame_with_geometry(photo, geometry)
+    if stage == "lipsync":
+        channel = open_channel(stack.targets.lipsync)
+        stub = lipsync_pb2_grpc.LipSyncServiceStub(channel)
+        call = lambda: list(stub.Sync(sync_requests(25.0, frame), timeout=30))  # noqa: E731
+    else:
+        channel = open_channel(stack.targets.restore[0])
+        stub = restore_pb2_grpc.RestoreServiceStub(channel)
+        call = lambda: list(stub.Restore(restore_requests(frame, None), timeout=30))  # noqa: E731
+    try:
+        error = refused(call)
+    finally:
+        channel.close()
+    assert f"frame 7: {words}" in error.details()
+
+
+def test_the_motion_servers_geometry_is_accepted(stack, photo_bytes):
+    """What the motion stage sends on is within the ranges the next stages enforce."""
+    channel = open_channel(stack.targets.motion)
+    stub = motion_pb2_grpc.MotionServiceStub(channel)
+    try:
+        replies = list(stub.Animate(animate_request(photo_bytes, fps=10.0, chunk_frames=25),
+                                    timeout=120))
+    finally:
+        channel.close()
+    frames = [f for r in replies for f in r.frames]
+    assert len(frames) == 50 and all(f.HasField("face") for f in frames)
+    for f in frames:
+        ranges.check_face_geometry(f, f.width, f.height)
+    restore = open_channel(stack.targets.restore[0])
+    try:
+        out = list(restore_pb2_grpc.RestoreServiceStub(restore).Restore(
+            iter([restore_pb2.RestoreRequest(frames=frames[:2])]), timeout=60))
+    finally:
+        restore.close()
+    assert [f.index for r in out for f in r.frames] == [0, 1]
+
+
 def field_bounds(model, name: str) -> tuple[float, float]:
     meta = model.model_fields[name].metadata
     low = next(m.ge for m in meta if hasattr(m, "ge"))

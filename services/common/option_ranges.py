@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from talkinghead.services.common.errors import InputError
+from talkinghead.services.common.frames import VideoFrame
+from talkinghead.services.common.wire import frame_from_proto
+from talkinghead.v1 import frames_pb2
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,13 @@ MOTION_CHUNK_FRAMES = Range(1, 256, "0 means the server's default")
 LIPSYNC_FPS = Range(10.0, 60.0)
 # RestoreService.Restore
 RESTORE_WEIGHT = Range(0.0, 1.0, "unset means 0.5")
+# Frame.face (lipsync and restore requests): counts, and the ranges that do not depend on the
+# frame's size; box and landmark coordinates lie within the frame widened by its own width
+# (height) on each side: x in -width..2*width, y in -height..2*height.
+LANDMARK_COUNTS = (0, 5)
+CROP_TRANSFORM_COUNTS = (0, 6)
+CROP_TRANSFORM_VALUE = Range(-1e6, 1e6)
+CROP_SIZE = Range(0, 4096, "0 means unknown")
 
 
 def check_range(value: float, allowed: Range, field: str) -> None:
@@ -39,3 +49,37 @@ def check_range(value: float, allowed: Range, field: str) -> None:
     if not allowed.low <= value <= allowed.high:  # NaN compares false: refused too
         unset = f"; {allowed.unset}" if allowed.unset else ""
         raise InputError(f"{field} must be within {allowed.text()}{unset}; got {value:g}")
+
+
+def check_face_geometry(msg: frames_pb2.Frame, width: int, height: int) -> None:
+    """Refuse a frame whose face geometry a stage cannot use (NaN, a box far outside the
+    frame, a wrong number of points), naming the frame and the field."""
+    if not msg.HasField("face"):
+        return
+    face, where = msg.face, f"frame {msg.index}: face"
+    xs, ys = Range(-width, 2 * width), Range(-height, 2 * height)
+    box = face.box
+    for name, value, allowed in (("x0", box.x0, xs), ("y0", box.y0, ys),
+                                 ("x1", box.x1, xs), ("y1", box.y1, ys)):
+        check_range(value, allowed, f"{where}.box.{name}")
+    if not (box.x0 < box.x1 and box.y0 < box.y1):
+        raise InputError(f"{where}.box must have x0 < x1 and y0 < y1; got ({box.x0:g}, "
+                         f"{box.y0:g}, {box.x1:g}, {box.y1:g})")
+    if len(face.landmarks) not in LANDMARK_COUNTS:
+        raise InputError(f"{where}.landmarks must hold 0 or 5 points; got {len(face.landmarks)}")
+    for i, point in enumerate(face.landmarks):
+        check_range(point.x, xs, f"{where}.landmarks[{i}].x")
+        check_range(point.y, ys, f"{where}.landmarks[{i}].y")
+    if len(face.crop_transform) not in CROP_TRANSFORM_COUNTS:
+        raise InputError(f"{where}.crop_transform must hold 0 or 6 values; "
+                         f"got {len(face.crop_transform)}")
+    for i, value in enumerate(face.crop_transform):
+        check_range(value, CROP_TRANSFORM_VALUE, f"{where}.crop_transform[{i}]")
+    check_range(face.crop_size, CROP_SIZE, f"{where}.crop_size")
+
+
+def checked_frame(msg: frames_pb2.Frame) -> VideoFrame:
+    """``wire.frame_from_proto``, then the face geometry checked against the frame's size."""
+    frame = frame_from_proto(msg)
+    check_face_geometry(msg, frame.width, frame.height)
+    return frame

@@ -15,7 +15,7 @@ from talkinghead.services.common.audio import (
 from talkinghead.services.common.engines import choose_engine
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.frames import VideoFrame
-from talkinghead.services.common.option_ranges import check_range
+from talkinghead.services.common.option_ranges import check_range, checked_frame
 from talkinghead.services.common.server import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ModelServer,
@@ -23,7 +23,7 @@ from talkinghead.services.common.server import (
     StageGate,
     streaming_rpc,
 )
-from talkinghead.services.common.wire import frame_batches, frame_from_proto, frame_to_proto
+from talkinghead.services.common.wire import frame_batches, frame_to_proto
 from talkinghead.v1 import frames_pb2, lipsync_pb2, lipsync_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,10 @@ class LipSyncServicer(lipsync_pb2_grpc.LipSyncServiceServicer):
 
         def incoming() -> Iterator[VideoFrame]:
             for f in first.frames:
-                yield frame_from_proto(f)
+                yield checked_frame(f)
             for request in request_iterator:
                 for f in request.frames:
-                    yield frame_from_proto(f)
+                    yield checked_frame(f)
 
         synced = self.engine.sync(incoming(), audio, config.fps, config.pass_through_faceless)
         info = frames_pb2.EngineInfo(

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from talkinghead.services.common import option_ranges as ranges
 from talkinghead.services.common.engines import choose_engine
-from talkinghead.services.common.option_ranges import check_range
+from talkinghead.services.common.option_ranges import check_range, checked_frame
 from talkinghead.services.common.server import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ModelServer,
@@ -18,7 +18,7 @@ from talkinghead.services.common.server import (
     StageGate,
     streaming_rpc,
 )
-from talkinghead.services.common.wire import frame_batches, frame_from_proto, frame_to_proto
+from talkinghead.services.common.wire import frame_batches, frame_to_proto
 from talkinghead.v1 import frames_pb2, restore_pb2, restore_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class RestoreServicer(restore_pb2_grpc.RestoreServiceServicer):
                     device=self.engine.device,
                     fingerprint=self.engine.fingerprint,
                 )
-            frames = [frame_from_proto(f) for f in request.frames]
+            frames = [checked_frame(f) for f in request.frames]
             restored = self.engine.restore(frames, weight, only_center) if frames else []
             messages = (frame_to_proto(f) for f in restored)
             batches = list(frame_batches(messages, self.max_message_bytes)) or [[]]
