@@ -8,13 +8,14 @@ its range; the ends themselves and the documented "0 / unset" cases are served.
 from __future__ import annotations
 
 import math
+import subprocess
 import time
 
 import grpc
 import numpy as np
 import pytest
 
-from talkinghead.local_stack import LocalStack
+from talkinghead.local_stack import LocalStack, cli_command
 from talkinghead.orchestrator.jobspec import RenderOptions
 from talkinghead.orchestrator.stage_clients import open_channel
 from talkinghead.services.common import option_ranges as ranges
@@ -296,3 +297,27 @@ def field_bounds(model, name: str) -> tuple[float, float]:
 def test_servers_and_job_spec_state_the_same_ranges(job_field, server_range):
     """What the job spec accepts, every server accepts, and no more."""
     assert field_bounds(RenderOptions, job_field) == (server_range.low, server_range.high)
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--max-streams", "0"], "--max-streams must be within 1..1024; got 0"),
+        (["--max-streams", "1025"], "--max-streams must be within 1..1024; got 1025"),
+        (["--batch-size", "0"], "--batch-size must be within 1..1024; got 0"),
+        (["--batch-size", "100000"], "--batch-size must be within 1..1024; got 100000"),
+        (["--max-message-mb", "0"], "--max-message-mb must be within 1..2047; got 0"),
+        (["--max-message-mb", "4096"], "--max-message-mb must be within 1..2047; got 4096"),
+        (["--grace", "-1"], "--grace must be within 0..86400; got -1"),
+        (["--grace", "nan"], "--grace must be within 0..86400; got nan"),
+        (["--port", "70000"], "--port must be within 0..65535; got 70000"),
+        (["--port", "65000"], "--metrics-port (default: port + 1000) must be within 0..65535"),
+    ],
+)
+def test_server_flags_out_of_range_stop_the_server_at_once(flags, words):
+    """The numbers an operator gives `talkinghead serve` are checked before it starts (they
+    were taken as given: --max-streams 0 made a server that refuses every call)."""
+    done = subprocess.run(cli_command("serve", "restore", "--engine", "lite", *flags),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"error: {words}" in done.stderr

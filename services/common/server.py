@@ -67,6 +67,25 @@ class ServerSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
 
+    # (field, flag, low, high): what `talkinghead serve` accepts; out of range the server does
+    # not start (InputError naming the flag: "error: ..." and exit code 2).
+    LIMITS = (
+        ("port", "--port", 0, 65535),
+        ("metrics_port", "--metrics-port (default: port + 1000)", 0, 65535),
+        ("max_streams", "--max-streams", 1, 1024),
+        ("batch_size", "--batch-size", 1, 1024),
+        ("max_message_bytes", "--max-message-mb", 1 * MiB, 2047 * MiB),
+        ("grace_seconds", "--grace", 0.0, 86400.0),
+    )
+
+    def __post_init__(self) -> None:
+        for name, flag, low, high in self.LIMITS:
+            value = getattr(self, name)
+            if not low <= value <= high:  # NaN too
+                scale = MiB if name == "max_message_bytes" else 1
+                raise InputError(f"{flag} must be within {low / scale:g}..{high / scale:g}; "
+                                 f"got {value / scale:g}")
+
     def grpc_options(self) -> list[tuple[str, Any]]:
         return [
             ("grpc.max_send_message_length", self.max_message_bytes),
