@@ -41,6 +41,7 @@ from talkinghead.orchestrator.stage_clients import (
     BusyBackoff,
     RestoreClient,
     StageFailed,
+    is_busy,
     probe_serving,
 )
 from talkinghead.services.common.frames import VideoFrame
@@ -318,16 +319,19 @@ class RestoreFanout:
                             )
                     except (grpc.RpcError, StageFailed) as err:
                         code = err.code() if isinstance(err, grpc.RpcError) else err.code
+                        full = is_busy(err) if isinstance(err, grpc.RpcError) else err.busy
                         details = err.details() if isinstance(err, grpc.RpcError) else str(err)
                         self._note(n, target, code.name)
                         if stopped():
                             fail(StageFailed("restore", grpc.StatusCode.CANCELLED,
                                              "the job was stopped"))
                             return
-                        if code not in RETRYABLE:
+                        if code not in RETRYABLE or (code == BUSY and not full):
+                            # (RESOURCE_EXHAUSTED without the busy mark: a message over a
+                            # size limit, the same on every replica)
                             fail(StageFailed("restore", code, details))
                             return
-                        if code == BUSY:
+                        if full:
                             # Full with other jobs' streams: the chunk goes back for any
                             # replica, this one waits its backoff. No attempt is used up.
                             with cond:
@@ -383,7 +387,11 @@ class RestoreFanout:
 
             def run() -> None:
                 with job_context(None if self.job_id == "-" else self.job_id, stage):
-                    fn(*args)
+                    try:
+                        fn(*args)
+                    except Exception as exc:  # a bug here must fail the job, never hang it
+                        log.exception("restore fan-out thread failed")
+                        fail(exc)
 
             return lambda: context.run(run)
 

@@ -30,7 +30,7 @@ from talkinghead.services.common.audio import float_to_pcm_s16le
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.common.logs import JOB_METADATA_KEY
 from talkinghead.services.common.security import client_channel
-from talkinghead.services.common.server import DEFAULT_MAX_MESSAGE_BYTES
+from talkinghead.services.common.server import BUSY_METADATA_KEY, DEFAULT_MAX_MESSAGE_BYTES
 from talkinghead.services.common.wire import frame_batches, frame_from_proto, frame_to_proto
 from talkinghead.services.motion.options import MotionOptions
 from talkinghead.v1 import (
@@ -59,13 +59,22 @@ class StageUnavailable(RuntimeError):
 class StageFailed(RuntimeError):
     """A model server answered with an error; carries its status code."""
 
-    def __init__(self, stage: str, code: grpc.StatusCode, details: str):
+    def __init__(self, stage: str, code: grpc.StatusCode, details: str, busy: bool = False):
         super().__init__(f"{stage} server: {code.name}: {details}")
         self.stage, self.code, self.details = stage, code, details
+        self.busy = busy  # the server was full (its stream limit), not refusing this input
+
+
+def is_busy(err: grpc.RpcError) -> bool:
+    """RESOURCE_EXHAUSTED from a server at its stream limit: worth waiting for. A message
+    over a size limit is RESOURCE_EXHAUSTED too, from gRPC itself, and is not."""
+    if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    return any(key == BUSY_METADATA_KEY for key, _ in (err.trailing_metadata() or ()))
 
 
 def stage_failed(stage: str, err: grpc.RpcError) -> StageFailed:
-    return StageFailed(stage, err.code(), err.details() or "")
+    return StageFailed(stage, err.code(), err.details() or "", busy=is_busy(err))
 
 
 @dataclass(frozen=True)
@@ -222,7 +231,7 @@ def busy_failure(stage: str, err: grpc.RpcError, backoff: BusyBackoff) -> StageF
     return StageFailed(
         stage, grpc.StatusCode.RESOURCE_EXHAUSTED,
         f"{err.details() or 'server busy'} (still busy at the job's deadline, after "
-        f"{backoff.total_waits} waits, {backoff.waited_s:.1f} s)",
+        f"{backoff.total_waits} waits, {backoff.waited_s:.1f} s)", busy=True,
     )
 
 
@@ -377,7 +386,7 @@ class MotionClient(_StageClient):
                         on_frame(len(frames), response.total_frames)
                 break
             except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or header is not None:
+                if not is_busy(err) or header is not None:
                     raise stage_failed("motion", err) from err
                 self._wait_for_capacity("motion", err, backoff)
             finally:
@@ -450,8 +459,7 @@ class LipSyncClient(_StageClient):
                         yield frame_from_proto(f)
                 return
             except grpc.RpcError as err:
-                if (err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or answered
-                        or not replay.replayable):
+                if not is_busy(err) or answered or not replay.replayable:
                     raise stage_failed("lipsync", err) from err
                 self._wait_for_capacity("lipsync", err, backoff)
             finally:

@@ -30,11 +30,11 @@ DEFAULT_TARGETS = {
 
 
 # A model server that is down, restarting, too slow or full is worth another try; bad input
-# is not. (Restore replicas are retried chunk by chunk in restore_fanout.py first.)
+# is not (a message over a size limit is RESOURCE_EXHAUSTED too, without StageFailed.busy).
+# Restore replicas are retried chunk by chunk in restore_fanout.py first.
 RETRY_CODES = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 MAX_RETRIES = int(os.environ.get("TALKINGHEAD_MAX_RETRIES", "3"))
 RETRY_BASE_S = float(os.environ.get("TALKINGHEAD_RETRY_BASE_SECONDS", "10"))
@@ -142,7 +142,8 @@ def render(self, job_spec: dict) -> dict:
             log.warning("job refused: %s", exc)
             raise JobFailed(str(exc)) from None
         except (StageFailed, StageUnavailable) as exc:
-            transient = isinstance(exc, StageUnavailable) or exc.code in RETRY_CODES
+            transient = isinstance(exc, StageUnavailable) or exc.code in RETRY_CODES or (
+                exc.busy)
             if transient and self.request.retries < MAX_RETRIES:
                 delay = retry_delay(self.request.retries)
                 log.warning("job hit a transient failure (%s); retry %d of %d in %.1fs",

@@ -190,7 +190,8 @@ def test_deadline_is_honoured(lite_stack, demo_face):
 
 
 def test_stream_limit_gives_resource_exhausted_and_metrics(tmp_path, demo_face):
-    """--max-streams 1: a second concurrent stream is refused cleanly; metrics count it."""
+    """--max-streams 1: a second concurrent stream is refused cleanly, marked busy (the
+    client waits for capacity until its deadline, then says so); metrics count it."""
     stack = LocalStack(tmp_path, engine="lite", with_metrics=True)
     port = stack.start_server("lipsync", 0, "lipsync-1", "--max-streams", "1").port
     metrics_port = stack.metrics_ports["lipsync-1"]
@@ -211,14 +212,18 @@ def test_stream_limit_gives_resource_exhausted_and_metrics(tmp_path, demo_face):
         time.sleep(0.5)  # the first stream now holds the only slot
         client = LipSyncClient(target)
         with pytest.raises(StageFailed) as info:
-            list(client.sync(still_frames(demo_face, 1), pcm, 25.0))
-        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "limit" in info.value.details
+            list(client.sync(still_frames(demo_face, 1), pcm, 25.0,
+                             busy_deadline=time.monotonic() + 1.0))
+        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and info.value.busy
+        assert "1 streams in progress (its limit)" in info.value.details
+        assert "still busy at the job's deadline" in info.value.details
+        waits = client.busy.total_waits
+        assert waits >= 1
         release.set()
         assert list(first) == []
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
         refused = b'talkinghead_requests_total{code="RESOURCE_EXHAUSTED",method="Sync",stage="lipsync"}'
-        assert refused + b" 1.0" in text
+        assert refused + f" {waits + 1}.0".encode() in text  # every call turned away, counted
         assert b'talkinghead_ready{engine="lite",stage="lipsync"} 1.0' in text
         channel.close()
     finally:
@@ -343,6 +348,8 @@ def test_message_size_limit(tmp_path, demo_face):
             client.animate(b"\xff" * (2 << 20), "talking", MotionOptions(fps=25))
         assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "larger than max" in info.value.details
+        assert not info.value.busy  # no wait cures it: refused at once, not waited for
+        assert client.busy is not None and client.busy.total_waits == 0
         clip, _ = client.animate(demo_face.read_bytes(), "talking",
                                  MotionOptions(fps=25, max_side=256))
         assert len(clip) > 0

@@ -94,6 +94,12 @@ class ServerSettings:
         ]
 
 
+# Trailing metadata on a RESOURCE_EXHAUSTED that means "full now, call again later" (the
+# stream limit). gRPC itself answers RESOURCE_EXHAUSTED for a message over the size limit,
+# which no wait will cure: callers tell the two apart by this key.
+BUSY_METADATA_KEY = "talkinghead-busy"
+
+
 class StageGate:
     """Admission control for one server: loaded yet? draining? room for another stream?"""
 
@@ -116,6 +122,7 @@ class StageGate:
                 grpc.StatusCode.UNAVAILABLE, f"{self.stage} server is still loading its model"
             )
         if not self._slots.acquire(blocking=False):
+            context.set_trailing_metadata(((BUSY_METADATA_KEY, "stream-limit"),))
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"{self.stage} server is busy: {self.max_streams} streams in progress "
