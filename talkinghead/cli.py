@@ -51,6 +51,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from talkinghead.services.common.server import ServerSettings
 
     configure_logging(f"{args.stage}-server")
+    if not 0 <= args.threads <= 1024:
+        raise CliError(f"--threads must be within 0..1024 (0: torch's choice); got {args.threads}")
     if args.threads:
         import torch
 

@@ -666,3 +666,25 @@ def test_motion_server_refuses_a_template_zip_bomb(servers, demo_face):
     assert words in err.details()
     assert vm_hwm_kb(pid) - before < RSS_ALLOWANCE_KB, (before, vm_hwm_kb(pid))
     servers.check_alive()
+
+
+def test_a_long_template_at_a_high_rate_is_refused_not_streamed(servers, demo_face):
+    """10,000 frames at 1 fps is a valid template, but asked for at 60 fps it would be a
+    600,000-frame clip: refused with INVALID_ARGUMENT naming the length, at once."""
+    n = 10_000
+    buffer = io.BytesIO()
+    np.savez(buffer, scale=np.ones((n, 1), np.float32),
+             R=np.tile(np.eye(3, dtype=np.float32), (n, 1, 1)),
+             exp=np.zeros((n, 21, 3), np.float32), t=np.zeros((n, 3), np.float32),
+             fps=np.asarray(1.0))
+    channel = open_channel(servers.targets.motion)
+    stub = motion_pb2_grpc.MotionServiceStub(channel)
+    request = motion_pb2.AnimateRequest(image=demo_face.read_bytes(),
+                                        template_npz=buffer.getvalue(),
+                                        options=motion_pb2.MotionOptions(fps=60))
+    started = time.monotonic()
+    err = rpc_error(lambda: list(stub.Animate(request, timeout=60)))
+    channel.close()
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+    assert "lasts 10000 s: at 60 fps that is 600000 frames, more than the 10000" in err.details()
+    assert time.monotonic() - started < 5.0

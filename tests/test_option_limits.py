@@ -312,6 +312,8 @@ def test_servers_and_job_spec_state_the_same_ranges(job_field, server_range):
         (["--grace", "nan"], "--grace must be within 0..86400; got nan"),
         (["--port", "70000"], "--port must be within 0..65535; got 70000"),
         (["--port", "65000"], "--metrics-port (default: port + 1000) must be within 0..65535"),
+        (["--threads", "-1"], "--threads must be within 0..1024 (0: torch's choice); got -1"),
+        (["--threads", "5000"], "--threads must be within 0..1024 (0: torch's choice); got 5000"),
     ],
 )
 def test_server_flags_out_of_range_stop_the_server_at_once(flags, words):

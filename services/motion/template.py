@@ -55,6 +55,11 @@ class MotionTemplate:
         if fps <= 0 or abs(fps - self.fps) < 1e-9:
             return self
         n_out = max(1, int(round(self.duration * fps)))
+        if n_out > MAX_TEMPLATE_FRAMES:  # 10,000 frames at 1 fps asked for at 60 fps, say
+            raise InputError(
+                f"template {self.name!r} lasts {self.duration:g} s: at {fps:g} fps that is "
+                f"{n_out} frames, more than the {MAX_TEMPLATE_FRAMES} a clip may have"
+            )
         src = np.arange(n_out) * (self.fps / fps)
         src = np.clip(src, 0, self.n_frames - 1)
         lo = np.floor(src).astype(int)
