@@ -81,7 +81,7 @@ def _demo_photo():
     """The demo photo as RGB: the size of the motion clip's frames the seed's S3FD sees."""
     from importlib import resources
 
-    from talkinghead.stage_calls import read_image
+    from talkinghead.services.common.video_files import read_image
 
     return read_image(Path(str(resources.files("talkinghead.assets.demo") / "face.jpg")))
 

@@ -244,10 +244,10 @@ def motion_step(args: argparse.Namespace) -> None:
     import itertools
 
     from talkinghead.orchestrator.jobspec import RenderOptions
+    from talkinghead.services.common.video_files import read_image, write_frames
     from talkinghead.services.motion.options import MotionOptions
     from talkinghead.services.motion.server import fit_photo
     from talkinghead.services.motion.template import load_template
-    from talkinghead.stage_calls import read_image, write_frames
 
     engine = load_engine("motion", args.engine, args.weights, args.device, batch_size=1)
     report_startup()
@@ -357,7 +357,7 @@ def lipsync_step(args: argparse.Namespace) -> None:
     """looped.mp4 + speech → lipsync.mp4, the official inference.py's way."""
     from talkinghead.services.common.audio import decode_audio_file
     from talkinghead.services.common.frames import VideoFrame
-    from talkinghead.stage_calls import read_video, write_frames
+    from talkinghead.services.common.video_files import read_video, write_frames
 
     engine = load_engine("lipsync", args.engine, args.weights, args.device, WAV2LIP_BATCH)
     report_startup()
@@ -391,7 +391,7 @@ def restore_detector(engine, neural: bool) -> Callable[[np.ndarray], object]:
 def restore_step(args: argparse.Namespace) -> None:
     """lipsync.mp4 → restored.mp4, one frame at a time as GFPGANer.enhance does."""
     from talkinghead.services.common.frames import VideoFrame
-    from talkinghead.stage_calls import read_video, write_frames
+    from talkinghead.services.common.video_files import read_video, write_frames
 
     neural = args.engine == "neural"
     # "parse": the official mask; in neural mode a missing parser file is an error (the
@@ -431,7 +431,7 @@ def compose_step(args: argparse.Namespace) -> None:
 
     from talkinghead.compositor import NewsFrameRenderer, NewsLayout, NewsScene, VideoEncoder
     from talkinghead.orchestrator.jobspec import JobCard, RenderOptions
-    from talkinghead.stage_calls import read_video
+    from talkinghead.services.common.video_files import read_video
 
     report_startup()
     card = JobCard.model_validate(json.loads(Path(args.card).read_text()))

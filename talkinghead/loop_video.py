@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from talkinghead.compositor import VideoEncoder
 from talkinghead.orchestrator.schedule import output_frame_count, pingpong_schedule
 from talkinghead.services.common.audio import SAMPLE_RATE, decode_audio_file
 from talkinghead.services.common.errors import InputError
-from talkinghead.stage_calls import read_video
+from talkinghead.services.common.video_files import read_video, write_video
 
 MAX_CLIP_FRAMES = 1500  # the clip is held in memory; driving clips are a few seconds
 
@@ -35,10 +34,5 @@ def loop_video(video: Path, out: Path, audio: Path | None = None,
             raise InputError(f"video {Path(video).name!r} is longer than {MAX_CLIP_FRAMES} frames")
     if not clip:
         raise InputError(f"video {Path(video).name!r} has no frames")
-    height, width = clip[0].shape[:2]
-    size = (width // 2 * 2, height // 2 * 2)  # yuv420p needs even sides
     schedule = pingpong_schedule(len(clip), output_frame_count(seconds, fps))
-    with VideoEncoder(Path(out), fps, size=size, audio_path=audio) as encoder:
-        for k in schedule:
-            encoder.write(clip[k][: size[1], : size[0]].copy())
-    return len(schedule)
+    return write_video((clip[k] for k in schedule), Path(out), fps, audio)

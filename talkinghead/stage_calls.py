@@ -9,16 +9,12 @@ For engineers testing a stage in isolation: files in, files out, no orchestrator
 from __future__ import annotations
 
 import argparse
-import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-
-import cv2
-import imageio_ffmpeg
-import numpy as np
 
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.frames import VideoFrame
+from talkinghead.services.common.video_files import read_image, read_video, write_frames
 
 DEFAULT_TARGETS = {"motion": "127.0.0.1:50051", "lipsync": "127.0.0.1:50052",
                    "restore": "127.0.0.1:50053"}
@@ -47,62 +43,6 @@ def add_call_parser(sub, handler) -> None:
     ls.add_argument("--fps", type=float, default=25.0, help="frame rate for --image input")
     ls.add_argument("--pass-through-faceless", action="store_true")
     stages.choices["restore"].add_argument("--weight", type=float, default=0.5)
-
-
-def read_video(path: Path) -> tuple[float, Iterator[VideoFrame]]:
-    """(fps, frames) of any video ffmpeg reads, decoded lazily to RGB."""
-    if not Path(path).is_file():
-        raise InputError(f"video {str(path)!r} does not exist")
-    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
-    try:
-        meta = next(reader)
-    except (RuntimeError, OSError, StopIteration) as exc:
-        raise InputError(f"video {str(path)!r} is not readable: {exc}") from None
-    w, h = meta["size"]
-
-    def frames() -> Iterator[VideoFrame]:
-        for i, raw in enumerate(reader):
-            yield VideoFrame(i, np.frombuffer(raw, np.uint8).reshape(h, w, 3).copy())
-
-    return float(meta["fps"]), frames()
-
-
-def read_image(path: Path) -> np.ndarray:
-    from talkinghead.services.common.wire import decode_image
-
-    if not Path(path).is_file():
-        raise InputError(f"image {str(path)!r} does not exist")
-    return decode_image(Path(path).read_bytes(), what=f"image {Path(path).name!r}")
-
-
-def write_frames(frames: Iterable[VideoFrame], out: Path, fps: float,
-                 audio: Path | None = None) -> int:
-    """Write to .mp4 (H.264, with the audio if given), one .png, or a folder of PNGs."""
-    out = Path(out)
-    count = 0
-    if out.suffix.lower() == ".png":
-        for frame in frames:
-            cv2.imwrite(str(out), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
-            count += 1
-        return count
-    if out.suffix.lower() in (".mp4", ".mov", ".m4v"):
-        from talkinghead.compositor import VideoEncoder
-
-        iterator = iter(frames)
-        first = next(iterator, None)
-        if first is None:
-            raise InputError("the server returned no frames")
-        size = (first.width // 2 * 2, first.height // 2 * 2)
-        with VideoEncoder(out, fps, size=size, audio_path=audio) as enc:
-            for f in itertools.chain([first], iterator):
-                enc.write(np.ascontiguousarray(f.image[: size[1], : size[0]]))
-                count += 1
-        return count
-    out.mkdir(parents=True, exist_ok=True)
-    for frame in frames:
-        cv2.imwrite(str(out / f"{frame.index:06d}.png"), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
-        count += 1
-    return count
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from talkinghead.compositor import probe
 from talkinghead.local_stack import free_port
 from talkinghead.orchestrator.celery_app import make_app
 from talkinghead.services.common.audio import probe_duration_seconds
-from talkinghead.stage_calls import read_video
+from talkinghead.services.common.video_files import read_video
 from tests import unprivileged
 from tests.celery_jobs import job, submit_and_wait
 

@@ -9,7 +9,7 @@ from talkinghead.compositor import VideoEncoder, probe
 from talkinghead.loop_video import loop_video
 from talkinghead.orchestrator.schedule import pingpong_schedule
 from talkinghead.services.common.errors import InputError
-from talkinghead.stage_calls import read_video
+from talkinghead.services.common.video_files import read_video
 
 LEVELS = [20 + 20 * i for i in range(10)]  # frame i is a flat grey of this level
 

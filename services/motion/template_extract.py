@@ -47,7 +47,7 @@ def extract_template(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Arrays of a template (.npz fields) from ``video``."""
-    from talkinghead.stage_calls import read_video
+    from talkinghead.services.common.video_files import read_video
 
     fps, frames = read_video(Path(video))
     images, faces, last = [], [], None
