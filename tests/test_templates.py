@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from talkinghead.services.common.errors import InputError
-from talkinghead.services.motion.template import load_template, template_from_npz
-from talkinghead.services.motion.template_pickle import template_from_pkl
+from talkinghead.services.motion.template import (
+    load_template,
+    template_from_npz,
+    template_from_pkl,
+)
 
 
 def official_pickle(template) -> bytes:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from talkinghead.services.common.errors import InputError, NotFoundError
+from talkinghead.services.motion.template_pickle import npz_from_pkl
 
 BUNDLED_TEMPLATES = "talkinghead.assets.templates"
 MAX_TEMPLATE_FRAMES = 10_000
@@ -168,6 +169,11 @@ def template_from_npz(data: bytes | Path, name: str = "custom") -> MotionTemplat
     )
 
 
+def template_from_pkl(data: bytes, name: str = "custom") -> MotionTemplate:
+    """An official LivePortrait template pickle, read without running code from it."""
+    return template_from_npz(npz_from_pkl(data, name), name=name)
+
+
 def bundled_template_names() -> list[str]:
     folder = resources.files(BUNDLED_TEMPLATES)
     return sorted(p.name[:-4] for p in folder.iterdir() if p.name.endswith(".npz"))
@@ -179,8 +185,6 @@ def load_template(name_or_path: str, extra_dirs: list[Path] | None = None) -> Mo
     if path.suffix == ".npz" and path.is_file():
         return template_from_npz(path.read_bytes(), name=path.stem)
     if path.suffix == ".pkl" and path.is_file():
-        from talkinghead.services.motion.template_pickle import template_from_pkl
-
         return template_from_pkl(path.read_bytes(), name=path.stem)
     for folder in extra_dirs or []:
         candidate = Path(folder) / f"{name_or_path}.npz"

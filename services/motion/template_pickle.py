@@ -4,6 +4,10 @@ LivePortrait stores templates with ``pickle``, which can execute arbitrary code 
 loaded. We read them with an unpickler that resolves only what a template holds: numpy
 arrays, numpy scalars and plain containers. Anything else (``os.system``, ``eval``, any
 other class) is refused and the template rejected.
+
+This module only turns a pickle into the ``.npz`` bytes of the same template; the template
+itself is built and validated by ``template.py`` (``template_from_pkl``), which imports this
+module, never the other way round.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import pickle
 import numpy as np
 
 from talkinghead.services.common.errors import InputError
-from talkinghead.services.motion.template import MotionTemplate, template_from_npz
 
 # (module, name) pairs a numpy array or scalar pickle needs; numpy 2 renamed numpy.core.
 _ALLOWED = {
@@ -42,8 +45,9 @@ def safe_unpickle(data: bytes):
         raise InputError(f"refused template pickle: {exc}") from exc
 
 
-def template_from_pkl(data: bytes, name: str = "custom") -> MotionTemplate:
-    """An official template pickle ({'n_frames', 'output_fps', 'motion': [per-frame dicts]})."""
+def npz_from_pkl(data: bytes, name: str = "custom") -> bytes:
+    """An official template pickle ({'n_frames', 'output_fps', 'motion': [per-frame dicts]})
+    as the bytes of our .npz template, for ``template.template_from_npz`` to validate."""
     raw = safe_unpickle(data)
     if not isinstance(raw, dict) or "motion" not in raw:
         raise InputError(f"template {name!r}: pickle holds no 'motion' list")
@@ -65,4 +69,4 @@ def template_from_pkl(data: bytes, name: str = "custom") -> MotionTemplate:
         raise InputError(f"template {name!r}: malformed motion frames: {exc}") from exc
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    return template_from_npz(buffer.getvalue(), name=name)
+    return buffer.getvalue()
