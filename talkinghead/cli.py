@@ -298,34 +298,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_template_extract(args: argparse.Namespace) -> int:
     """Driving template from a video, with LivePortrait's motion extractor."""
-    from talkinghead.services.common.checkpoints import load_strict, read_checkpoint
-    from talkinghead.services.common.device import resolve_device
     from talkinghead.services.common.errors import WeightsError
-    from talkinghead.services.motion import liveportrait_weights as lp
-    from talkinghead.services.motion.networks.motion_extractor import (
-        MotionExtractor,
-        motion_keys_from_official,
-    )
-    from talkinghead.services.motion.template_extract import extract_template, save_template
+    from talkinghead.services.motion.template_extract import extract_template_file
 
     root = weights_dir(args.weights)
     if root is None:
         raise WeightsError("template extract needs the motion extractor: give --weights DIR")
-    path = root / lp.FILES["motion_extractor"]
-    device = resolve_device(args.device)
-    net = load_strict(MotionExtractor(), motion_keys_from_official(read_checkpoint(path)),
-                      str(path)).to(device).eval()
+
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():
             print(f"\rtemplate extract: frames {done}/{total}", end="", file=sys.stderr)
         elif done == total or done % 64 == 0:
             print(f"template extract: frames {done}/{total}", file=sys.stderr)
 
-    arrays = extract_template(Path(args.video), net, device, max_frames=args.max_frames,
-                              on_progress=progress)
+    arrays = extract_template_file(Path(args.video), Path(args.out), root, args.device,
+                                   max_frames=args.max_frames, on_progress=progress)
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    save_template(arrays, Path(args.out))
     print(f"wrote {args.out}: {int(arrays['n_frames'])} frames at {float(arrays['fps']):g} fps")
     return 0
 

@@ -75,6 +75,13 @@ class LivePortraitNetworks:
         return self
 
 
+def load_network(weights_dir: Path, key: str) -> nn.Module:
+    """One single-file network (a key of FILES but the stitching file), strict, on CPU."""
+    cls, mapping = _single_file_networks()[key]
+    path = Path(weights_dir) / FILES[key]
+    return load_strict(cls(), mapping(read_checkpoint(path)), str(path))
+
+
 def load_networks(weights_dir: Path) -> LivePortraitNetworks:
     """Every LivePortrait network from the official files; WeightsError names any problem."""
     from talkinghead.services.motion.networks.stitching_retargeting import (
@@ -83,9 +90,8 @@ def load_networks(weights_dir: Path) -> LivePortraitNetworks:
 
     weights_dir = Path(weights_dir)
     nets = {}
-    for key, (cls, mapping) in _single_file_networks().items():
-        path = weights_dir / FILES[key]
-        nets[key] = load_strict(cls(), mapping(read_checkpoint(path)), str(path))
+    for key in _single_file_networks():
+        nets[key] = load_network(weights_dir, key)
     path = weights_dir / FILES["stitching_retargeting_module"]
     stitching, lip, eye = load_stitching_retargeting(read_checkpoint(path), source=str(path))
     return LivePortraitNetworks(

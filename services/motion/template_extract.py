@@ -4,6 +4,9 @@ As the official pipeline does for a driving video, each frame is cropped around 
 (our detector, with the crop boxes smoothed over neighbouring frames so detector jitter
 does not become head motion), M predicts the head pose, expression, scale and translation,
 and the template stores them per frame: R (from the pose bins), exp, scale, t, and fps.
+
+``extract_template_file`` is the whole of ``talkinghead template extract``: load M from the
+weights folder, read the video, write the checked template.
 """
 
 from __future__ import annotations
@@ -88,6 +91,28 @@ def extract_template(
         "fps": np.asarray(fps),
         "n_frames": np.asarray(len(images)),
     }
+
+
+def extract_template_file(
+    video: Path,
+    out: Path,
+    weights_dir: Path,
+    device: str = "auto",
+    *,
+    max_frames: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """A template .npz at ``out`` from ``video``, with the motion extractor of ``weights_dir``
+    (official layout); returns the arrays written. WeightsError names a missing file."""
+    from talkinghead.services.common.device import resolve_device
+    from talkinghead.services.motion.liveportrait_weights import load_network
+
+    device = resolve_device(device)
+    net = load_network(Path(weights_dir), "motion_extractor").to(device).eval()
+    arrays = extract_template(Path(video), net, device, max_frames=max_frames,
+                              on_progress=on_progress)
+    save_template(arrays, Path(out))
+    return arrays
 
 
 def save_template(arrays: dict[str, np.ndarray], out: Path) -> None:
