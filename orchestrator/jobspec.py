@@ -1,23 +1,33 @@
 """The job a content system submits: what to render, from what, to where.
 
-Validated twice on purpose: the schema (pydantic) when the task is received, and the files
-themselves (``check_inputs``) before any model is called, so that a bad job fails in
-milliseconds with a reason and nothing half-written.
+Validated in two steps on purpose: the schema (pydantic) when the task is received, and the
+files themselves (``check_inputs``) before any model is called, so that a bad job fails in
+milliseconds with a reason and nothing half-written. ``check_inputs`` runs once per job and
+returns what it read (``CheckedInputs``: the face file, the decoded audio, the template),
+which the pipeline uses instead of reading the files again.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from talkinghead.services.common.audio import DEFAULT_MAX_AUDIO_SECONDS, decode_audio_file
+from talkinghead.services.common import option_ranges as ranges
+from talkinghead.services.common.audio import (
+    DEFAULT_MAX_AUDIO_SECONDS,
+    SAMPLE_RATE,
+    decode_audio_file,
+)
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.wire import check_image_file
-from talkinghead.services.motion.template import load_template
+from talkinghead.services.motion.options import MotionOptions
+from talkinghead.services.motion.template import MotionTemplate, load_template
 
 MAX_FACE_PIXELS = 40_000_000
 MAX_LOGO_PIXELS = 40_000_000  # drawn at most a few hundred pixels wide; the limit bounds its decode
@@ -44,22 +54,25 @@ class JobCard(BaseModel):
         return cleaned
 
 
-class RenderOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RenderOptions(MotionOptions):
+    """The job's options: the motion stage's own (fps, max_side, relative_motion,
+    expression_multiplier, stitching, eye_retargeting, lip_retargeting: see MotionOptions),
+    stated flat beside the rest. ``fps`` is the output video's rate too."""
 
-    fps: float = Field(default=25.0, ge=10, le=60)
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     restore: bool = True
-    restore_weight: float = Field(default=0.5, ge=0.0, le=1.0)
-    expression_multiplier: float = Field(default=1.0, ge=0.0, le=3.0)
-    relative_motion: bool = True
-    # LivePortrait retargeting: needs the landmark ONNX models and a template with ratios
-    eye_retargeting: bool = False
-    lip_retargeting: bool = False
-    max_side: int = Field(default=1024, ge=128, le=4096)
+    restore_weight: float = Field(default=0.5, ge=ranges.RESTORE_WEIGHT.low,
+                                  le=ranges.RESTORE_WEIGHT.high)
     crf: int = Field(default=20, ge=0, le=51)
     preset: str = "veryfast"
     restore_chunk_frames: int = Field(default=16, ge=1, le=256)
     motion_cache: bool = True  # reuse the motion clip of an earlier job (same face, template)
+
+    @property
+    def motion(self) -> MotionOptions:
+        """The motion stage's part, as the motion client sends it."""
+        return MotionOptions(**self.model_dump(include=set(MotionOptions.model_fields)))
 
 
 class JobSpec(BaseModel):
@@ -105,18 +118,38 @@ def check_paths(spec: JobSpec) -> None:
     check_confined(Path(spec.output), allowed_roots("TALKINGHEAD_OUTPUT_ROOTS"), "output")
 
 
-def check_inputs(spec: JobSpec, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS):
-    """Open every input once and refuse the job early, naming the problem.
+@dataclass(frozen=True)
+class CheckedInputs:
+    """A job whose inputs were all opened and found usable, with what was read from them.
 
-    Returns the decoded audio (16 kHz mono float32) so it is not decoded twice.
+    Made once per job by ``check_inputs``; the pipeline takes the face, audio and template
+    from here and reads none of those files again (the output's audio track is muxed from
+    ``spec.audio`` by ffmpeg, the logo drawn from ``spec.logo``, both checked here).
     """
+
+    spec: JobSpec
+    face: bytes  # the face image file as read: sent to the motion stage, hashed for its cache
+    audio: np.ndarray  # the speech, decoded: 16 kHz mono float32
+    template: MotionTemplate  # the driving template, loaded
+
+    @property
+    def audio_seconds(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+def check_inputs(spec: JobSpec, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
+                 ) -> CheckedInputs:
+    """Open every input once and refuse the job early, naming the problem; what was read
+    comes back in a ``CheckedInputs``, so nothing is read or decoded twice."""
     check_paths(spec)
     face = Path(spec.face)
     if not face.is_file():
         raise InputError(f"face image {str(face)!r} does not exist")
     # the header first: an image whose decode would take gigabytes is refused unread
     check_image_file(face, MAX_FACE_PIXELS, f"face image {face.name!r}")
-    image = cv2.imread(str(face), cv2.IMREAD_UNCHANGED)
+    face_bytes = face.read_bytes()
+    image = cv2.imdecode(np.frombuffer(face_bytes, np.uint8), cv2.IMREAD_UNCHANGED) if (
+        face_bytes) else None
     if image is None:
         raise InputError(f"face image {face.name!r} is not a decodable image")
     if image.shape[0] * image.shape[1] > MAX_FACE_PIXELS:
@@ -128,9 +161,10 @@ def check_inputs(spec: JobSpec, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SEC
         check_image_file(logo, MAX_LOGO_PIXELS, f"logo {logo.name!r}")
         if cv2.imread(str(logo)) is None:
             raise InputError(f"logo {str(logo)!r} is missing or not a decodable image")
-    load_template(spec.template)
+    template = load_template(spec.template)
     check_output_path(Path(spec.output))
-    return decode_audio_file(Path(spec.audio), max_audio_seconds)
+    audio = decode_audio_file(Path(spec.audio), max_audio_seconds)
+    return CheckedInputs(spec=spec, face=face_bytes, audio=audio, template=template)
 
 
 def check_output_path(output: Path) -> None:

@@ -1,6 +1,7 @@
 """One render, stage by stage: the order a frame travels in.
 
-  1. check the inputs (files decode, audio within limits, template known, output writable)
+  1. check the inputs (files decode, audio within limits, template known, output writable),
+     once per job: what was read (face, audio, template) is used from then on
   2. motion:  photo + template → motion clip (about 5 s, with face geometry per frame),
               or the same clip from the cache when this presenter was rendered before
   3. loop:    ping-pong schedule of clip frames covering the audio
@@ -24,7 +25,7 @@ from talkinghead.compositor import (
     VideoEncoder,
     remove_abandoned_temp_files,
 )
-from talkinghead.orchestrator.jobspec import JobSpec, check_inputs
+from talkinghead.orchestrator.jobspec import CheckedInputs, JobSpec, check_inputs
 from talkinghead.orchestrator.motion_cache import MotionClipCache, clip_key
 from talkinghead.orchestrator.progress import JobProgress
 from talkinghead.orchestrator.restore_fanout import RestoreFanout
@@ -38,11 +39,8 @@ from talkinghead.orchestrator.stage_clients import (
     wait_for_serving,
 )
 from talkinghead.orchestrator.time_budget import JobBudget
-from talkinghead.services.common.audio import SAMPLE_RATE
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.common.logs import job_context
-from talkinghead.services.motion.options import MotionOptions
-from talkinghead.services.motion.template import load_template
 
 log = logging.getLogger(__name__)
 
@@ -102,21 +100,13 @@ def wait_for_stages(targets: StageTargets, timeout: float, restore: bool = True
 
 
 def motion_clip(
-    spec: JobSpec, targets: StageTargets, progress: JobProgress, cache: MotionClipCache | None,
-    timeout: float | None = None, busy_deadline: float | None = None,
+    job: CheckedInputs, targets: StageTargets, progress: JobProgress,
+    cache: MotionClipCache | None, timeout: float | None = None,
+    busy_deadline: float | None = None,
 ) -> tuple[list[VideoFrame], str, bool]:
     """(clip, engine name, cache hit): the presenter's motion clip for this job."""
-    opts = spec.options
-    options = MotionOptions(
-        fps=opts.fps,
-        max_side=opts.max_side,
-        relative_motion=opts.relative_motion,
-        expression_multiplier=opts.expression_multiplier,
-        eye_retargeting=opts.eye_retargeting,
-        lip_retargeting=opts.lip_retargeting,
-    )
-    template = load_template(spec.template)
-    face_bytes = Path(spec.face).read_bytes()
+    spec, template, face_bytes = job.spec, job.template, job.face
+    options = spec.options.motion
     # a template given as a file travels with the request; a name is the server's own
     template_arg: str | bytes = spec.template
     if Path(spec.template).suffix in (".npz", ".pkl") and Path(spec.template).is_file():
@@ -158,13 +148,18 @@ def template_as_npz(template) -> bytes:
 
 
 def render_video(
-    spec: JobSpec,
+    job: CheckedInputs | JobSpec,
     targets: StageTargets,
     progress: JobProgress | None = None,
     serving_timeout: float = 120.0,
     cache: MotionClipCache | None = None,
 ) -> RenderResult:
-    """Render ``spec`` through the model servers at ``targets``; returns what was made."""
+    """Render ``job`` through the model servers at ``targets``; returns what was made.
+
+    ``job`` is what ``check_inputs`` returned (checked by the caller, not again here), or a
+    bare ``JobSpec``, checked here as the job's first stage.
+    """
+    spec = job.spec if isinstance(job, CheckedInputs) else job
     progress = progress or JobProgress(spec.job_id)
     opts = spec.options
     if cache is None and opts.motion_cache:
@@ -176,8 +171,9 @@ def render_video(
         t0 = time.perf_counter()
         started = time.monotonic()
         progress.start("validate", 1)
-        audio = check_inputs(spec)
-        audio_seconds = len(audio) / SAMPLE_RATE
+        if not isinstance(job, CheckedInputs):
+            job = check_inputs(job)
+        audio, audio_seconds = job.audio, job.audio_seconds
         n_out = output_frame_count(audio_seconds, opts.fps)
         progress.finish("validate")
         for path in remove_abandoned_temp_files(spec.output):
@@ -191,7 +187,7 @@ def render_video(
         # A busy server (RESOURCE_EXHAUSTED) is waited for until shortly before the job's
         # soft time limit, never counted against a retry budget.
         busy_deadline = started + deadlines.soft_s - min(60.0, 0.1 * deadlines.soft_s)
-        clip, engine_name, cache_hit = motion_clip(spec, targets, progress, cache,
+        clip, engine_name, cache_hit = motion_clip(job, targets, progress, cache,
                                                    deadlines.motion_s, busy_deadline)
         progress.set_total("motion", len(clip))
         progress.finish("motion")

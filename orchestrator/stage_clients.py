@@ -32,7 +32,7 @@ from talkinghead.services.common.logs import JOB_METADATA_KEY
 from talkinghead.services.common.security import client_channel
 from talkinghead.services.common.server import BUSY_METADATA_KEY, DEFAULT_MAX_MESSAGE_BYTES
 from talkinghead.services.common.wire import frame_batches, frame_from_proto, frame_to_proto
-from talkinghead.services.motion.options import MotionOptions
+from talkinghead.services.motion.options import MotionOptions, options_to_proto
 from talkinghead.v1 import (
     frames_pb2,
     lipsync_pb2,
@@ -354,18 +354,7 @@ class MotionClient(_StageClient):
         A busy server (RESOURCE_EXHAUSTED) is called again after a backoff, until
         ``busy_deadline`` (time.monotonic(); None: no limit).
         """
-        request = motion_pb2.AnimateRequest(
-            image=image,
-            options=motion_pb2.MotionOptions(
-                fps=options.fps,
-                max_side=options.max_side,
-                absolute_motion=not options.relative_motion,
-                expression_multiplier=options.expression_multiplier,
-                disable_stitching=not options.stitching,
-                eye_retargeting=options.eye_retargeting,
-                lip_retargeting=options.lip_retargeting,
-            ),
-        )
+        request = motion_pb2.AnimateRequest(image=image, options=options_to_proto(options))
         if isinstance(template, bytes):
             request.template_npz = template
         else:

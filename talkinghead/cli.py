@@ -183,7 +183,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     configure_logging("cli", fmt="plain", level="WARNING")
     spec = spec_from_args(args)
-    check_inputs(spec)  # refuse bad input before starting anything
+    job = check_inputs(spec)  # bad input refused before anything starts; checked only here
     stack = None
     if args.motion and args.lipsync and args.restore:
         targets = StageTargets(args.motion, args.lipsync, tuple(args.restore.split(",")))
@@ -196,7 +196,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         targets = stack.targets
     try:
         with StageProgressView(title=spec.job_id) as view:
-            result = render_video(spec, targets, JobProgress(spec.job_id, view.update, 0.2))
+            result = render_video(job, targets, JobProgress(spec.job_id, view.update, 0.2))
     finally:
         if stack:
             stack.stop()

@@ -25,7 +25,7 @@ def make_spec(assets_dir, demo_face, demo_card, tmp_path, **changes) -> JobSpec:
 
 
 def test_good_spec_decodes_audio(assets_dir, demo_face, demo_card, tmp_path):
-    audio = check_inputs(make_spec(assets_dir, demo_face, demo_card, tmp_path))
+    audio = check_inputs(make_spec(assets_dir, demo_face, demo_card, tmp_path)).audio
     assert audio.dtype == np.float32
     assert abs(len(audio) / 16000 - 3.2) < 0.05
     assert np.abs(audio).max() > 0.05  # real speech, not silence
@@ -114,7 +114,7 @@ def test_paths_confined_to_the_configured_roots(assets_dir, demo_face, demo_card
     monkeypatch.setenv("TALKINGHEAD_OUTPUT_ROOTS", str(out_root))
     ok = make_spec(assets_dir, demo_face, demo_card, tmp_path, face=str(inside / "face.jpg"),
                    audio=str(inside / "speech.wav"), output=str(out_root / "v.mp4"))
-    assert len(check_inputs(ok)) > 0
+    assert len(check_inputs(ok).audio) > 0
     escape = make_spec(assets_dir, demo_face, demo_card, tmp_path, face=str(inside / "face.jpg"),
                        audio=str(inside / ".." / ".." / "etc.wav"), output=str(out_root / "v.mp4"))
     with pytest.raises(InputError, match="audio file .* is outside the allowed folders"):

@@ -1,9 +1,10 @@
 """The documented range of every numeric field of a request, enforced by each server.
 
-One table for the three servers (and the same figures as the job spec's ``RenderOptions``;
-a test holds the two together): a value out of range is refused with INVALID_ARGUMENT naming
-the field and its range, before any work. Proto3 cannot tell 0 from unset for plain scalars,
-so where a field says "0 means ..." the value 0 is the unset case, not part of the range.
+One table for the three servers and the job spec (``MotionOptions`` and the job's
+``RenderOptions`` take their field bounds from it; a test holds the two together): a value
+out of range is refused with INVALID_ARGUMENT naming the field and its range, before any
+work. Proto3 cannot tell 0 from unset for plain scalars, so where a field says "0 means
+..." the value 0 is the unset case, not part of the range.
 """
 
 from __future__ import annotations

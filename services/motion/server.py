@@ -23,7 +23,7 @@ from talkinghead.services.common.server import (
     streaming_rpc,
 )
 from talkinghead.services.common.wire import decode_image, frame_batches, frame_to_proto
-from talkinghead.services.motion.options import MotionOptions
+from talkinghead.services.motion.options import options_from_proto
 from talkinghead.services.motion.template import (
     bundled_template_names,
     load_template,
@@ -35,26 +35,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_FRAMES = 8
 MAX_PHOTO_PIXELS = 40_000_000
-
-
-def options_from_proto(msg: motion_pb2.MotionOptions) -> MotionOptions:
-    """The options with defaults filled in (fps 0: the template's rate, decided later);
-    InputError naming the field for a value out of its documented range."""
-    if msg.fps != 0:
-        check_range(msg.fps, ranges.MOTION_FPS, "options.fps")
-    if msg.max_side != 0:
-        check_range(msg.max_side, ranges.MOTION_MAX_SIDE, "options.max_side")
-    expression = msg.expression_multiplier if msg.HasField("expression_multiplier") else 1.0
-    check_range(expression, ranges.MOTION_EXPRESSION_MULTIPLIER, "options.expression_multiplier")
-    return MotionOptions(
-        fps=msg.fps or 0.0,
-        max_side=msg.max_side or 1024,
-        relative_motion=not msg.absolute_motion,
-        expression_multiplier=expression,
-        stitching=not msg.disable_stitching,
-        eye_retargeting=msg.eye_retargeting,
-        lip_retargeting=msg.lip_retargeting,
-    )
 
 
 def fit_photo(photo: np.ndarray, max_side: int) -> np.ndarray:
@@ -95,7 +75,7 @@ class MotionServicer(motion_pb2_grpc.MotionServiceServicer):
         else:
             raise InputError("a template is required (template_name or template_npz)")
         if options.fps == 0:
-            options = MotionOptions(**{**options.__dict__, "fps": template.fps})
+            options = options.model_copy(update={"fps": template.fps})
         template = template.resample(options.fps)
         photo = fit_photo(photo, options.max_side)
         face: FaceGeometry = self.engine.prepare(photo)

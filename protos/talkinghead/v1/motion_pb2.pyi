@@ -8,22 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class MotionOptions(_message.Message):
-    __slots__ = ("fps", "max_side", "absolute_motion", "expression_multiplier", "disable_stitching", "eye_retargeting", "lip_retargeting")
+    __slots__ = ("fps", "max_side", "relative_motion", "expression_multiplier", "stitching", "eye_retargeting", "lip_retargeting")
     FPS_FIELD_NUMBER: _ClassVar[int]
     MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
-    ABSOLUTE_MOTION_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_MOTION_FIELD_NUMBER: _ClassVar[int]
     EXPRESSION_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
-    DISABLE_STITCHING_FIELD_NUMBER: _ClassVar[int]
+    STITCHING_FIELD_NUMBER: _ClassVar[int]
     EYE_RETARGETING_FIELD_NUMBER: _ClassVar[int]
     LIP_RETARGETING_FIELD_NUMBER: _ClassVar[int]
     fps: float
     max_side: int
-    absolute_motion: bool
+    relative_motion: bool
     expression_multiplier: float
-    disable_stitching: bool
+    stitching: bool
     eye_retargeting: bool
     lip_retargeting: bool
-    def __init__(self, fps: _Optional[float] = ..., max_side: _Optional[int] = ..., absolute_motion: _Optional[bool] = ..., expression_multiplier: _Optional[float] = ..., disable_stitching: _Optional[bool] = ..., eye_retargeting: _Optional[bool] = ..., lip_retargeting: _Optional[bool] = ...) -> None: ...
+    def __init__(self, fps: _Optional[float] = ..., max_side: _Optional[int] = ..., relative_motion: _Optional[bool] = ..., expression_multiplier: _Optional[float] = ..., stitching: _Optional[bool] = ..., eye_retargeting: _Optional[bool] = ..., lip_retargeting: _Optional[bool] = ...) -> None: ...
 
 class AnimateRequest(_message.Message):
     __slots__ = ("image", "template_name", "template_npz", "options", "chunk_frames")
