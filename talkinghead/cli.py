@@ -137,6 +137,7 @@ def load_card(path: Path) -> dict:
 def spec_from_args(args: argparse.Namespace):
     from pydantic import ValidationError
 
+    from talkinghead.motion_flags import motion_values
     from talkinghead.orchestrator.jobspec import JobSpec, describe_validation_error
 
     raw = {
@@ -145,7 +146,7 @@ def spec_from_args(args: argparse.Namespace):
         "card": load_card(args.card),
         "output": str(Path(args.out).resolve()),
         "template": args.template,
-        "options": {"fps": args.fps, "restore": not args.no_restore},
+        "options": {**motion_values(args), "restore": not args.no_restore},
     }
     if args.logo:
         raw["logo"] = str(Path(args.logo).resolve())
@@ -356,14 +357,16 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def add_job_inputs(p: argparse.ArgumentParser, required: bool = True) -> None:
+    from talkinghead.motion_flags import add_motion_flags
+
     p.add_argument("--face", required=required, help="face photo (JPEG, PNG, …)")
     p.add_argument("--audio", required=required, help="speech (any format ffmpeg reads)")
     p.add_argument("--card", required=required, help="job card JSON: title, company, "
                    "location, skills[, ticker, channel_name]")
     p.add_argument("--template", default="talking", help="driving template name or .npz path")
     p.add_argument("--logo", help="logo image for the corner (default: the channel name)")
-    p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--no-restore", action="store_true", help="skip the restore stage")
+    add_motion_flags(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ import argparse
 from collections.abc import Iterator
 from pathlib import Path
 
+from talkinghead.motion_flags import add_motion_flags, motion_options
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.common.video_files import read_image, read_video, write_frames
@@ -32,7 +33,7 @@ def add_call_parser(sub, handler) -> None:
     m = stages.choices["motion"]
     m.add_argument("--face", required=True)
     m.add_argument("--template", default="talking", help="name on the server or a local .npz")
-    m.add_argument("--fps", type=float, default=25.0)
+    add_motion_flags(m)
     for stage in ("lipsync", "restore"):
         s = stages.choices[stage]
         src = s.add_mutually_exclusive_group(required=True)
@@ -61,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
 
     if args.stage == "motion":
-        from talkinghead.services.motion.options import MotionOptions
-
         template: str | bytes = args.template
         if args.template.endswith(".npz") and Path(args.template).is_file():
             template = Path(args.template).read_bytes()
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"face photo {str(face)!r} does not exist")
         client = MotionClient(args.target, "call")
         frames, header = client.animate(face.read_bytes(), template,
-                                        MotionOptions(fps=args.fps), timeout=args.timeout)
+                                        motion_options(args), timeout=args.timeout)
         n = write_frames(frames, out, header.fps)
     elif args.stage == "lipsync":
         audio = Path(args.audio)
