@@ -1,0 +1,62 @@
+"""Motion options are defined once (MotionOptions): the job spec extends them, one function
+maps them to the wire and one back, and the proto names every flag positively."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from talkinghead.orchestrator.jobspec import RenderOptions
+from talkinghead.services.common.errors import InputError
+from talkinghead.services.motion.options import (
+    MotionOptions,
+    options_from_proto,
+    options_to_proto,
+)
+from talkinghead.v1 import motion_pb2
+
+CHANGED = MotionOptions(fps=30.0, max_side=512, relative_motion=False,
+                        expression_multiplier=1.5, stitching=False, eye_retargeting=True,
+                        lip_retargeting=True)
+
+
+def test_every_field_survives_the_wire():
+    assert options_from_proto(options_to_proto(CHANGED)) == CHANGED
+    assert options_from_proto(options_to_proto(MotionOptions())) == MotionOptions()
+
+
+def test_unset_fields_mean_the_documented_defaults():
+    unset = options_from_proto(motion_pb2.MotionOptions())
+    # fps 0 stays: the template's own rate, set by the server once the template is loaded
+    assert unset == MotionOptions().model_copy(update={"fps": 0.0})
+    assert unset.relative_motion and unset.stitching and unset.expression_multiplier == 1.0
+
+
+def test_the_proto_names_no_flag_negatively():
+    fields = motion_pb2.MotionOptions.DESCRIPTOR.fields_by_name
+    assert set(fields) == set(MotionOptions.model_fields)
+    for name in ("relative_motion", "stitching", "expression_multiplier"):
+        assert fields[name].has_presence, name  # unset is told apart from false / 0
+
+
+def test_out_of_range_on_the_wire_names_the_field():
+    with pytest.raises(InputError, match=r"options.max_side must be within 128..4096"):
+        options_from_proto(motion_pb2.MotionOptions(max_side=64))
+
+
+def test_job_options_are_the_motion_options_plus_the_rest():
+    job = RenderOptions(max_side=512, stitching=False, restore=False)
+    assert isinstance(job, MotionOptions)
+    assert job.motion == MotionOptions(max_side=512, stitching=False)
+    assert type(job.motion) is MotionOptions
+    with pytest.raises(ValidationError, match="max_side"):
+        RenderOptions(max_side=64)
+    with pytest.raises(ValidationError, match="bogus"):
+        RenderOptions(bogus=1)
+
+
+def test_cache_key_text_is_stable():
+    """The motion-clip cache key hashes this text: a change would orphan every cached clip."""
+    assert MotionOptions().cache_key() == (
+        "fps=25;side=1024;rel=1;expr=1;stitch=1;eye=0;lip=0")
+    assert RenderOptions(restore=False).motion.cache_key() == MotionOptions().cache_key()
