@@ -21,7 +21,7 @@ from talkinghead.services.common.audio import decode_audio_file
 from talkinghead.services.common.device import resolve_device
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.lipsync import wav2lip_weights as ww
-from talkinghead.services.lipsync.networks.s3fd import preprocess
+from talkinghead.services.lipsync.s3fd_detect import preprocess
 from talkinghead.services.lipsync.wav2lip_engine import Wav2LipEngine
 
 

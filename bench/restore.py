@@ -87,9 +87,9 @@ def official_way(engine: GFPGANEngine, frame: np.ndarray, landmarks: np.ndarray)
     Only that path is timed: the landmarks are found beforehand (RetinaFace's are
     meaningless with deterministic weights, so the detector runs for its cost and its boxes
     are dropped, and the crop uses the given landmarks)."""
-    from talkinghead.services.restore.networks.gfpgan import face_to_input, output_to_face
-    from talkinghead.services.restore.networks.parsenet import parse
-    from talkinghead.services.restore.networks.retinaface import detect
+    from talkinghead.services.restore.face_parsing import parse
+    from talkinghead.services.restore.face_tensors import face_to_input, output_to_face
+    from talkinghead.services.restore.retinaface_detect import detect
 
     if engine.detector is None or engine.parser is None:
         raise RuntimeError("the official way needs RetinaFace's and the face parser's files")

@@ -277,7 +277,7 @@ def s3fd_every_frame(engine, images: list[np.ndarray], neural: bool,
         return {}
     import torch
 
-    from talkinghead.services.lipsync.networks.s3fd import preprocess
+    from talkinghead.services.lipsync.s3fd_detect import preprocess
 
     device = next(detector.parameters()).device
     network = post = 0.0
@@ -299,7 +299,7 @@ def s3fd_postprocess(maps: list, candidates: int):
     """One frame's post-processing as the seed ran it (decode the anchors above 0.05, NMS,
     the 0.5 cut, the best box), over its ``candidates`` highest-scoring anchors only: the
     count a trained detector passes (S3FD_CANDIDATES), not the deterministic weights'."""
-    from talkinghead.services.lipsync.networks.s3fd import (
+    from talkinghead.services.lipsync.s3fd_detect import (
         best_face_box,
         decode_detections,
         select_detections,
@@ -315,7 +315,7 @@ def candidate_threshold(maps: list, candidates: int) -> float:
     import torch
     import torch.nn.functional as F
 
-    from talkinghead.services.lipsync.networks.s3fd import CANDIDATE_THRESHOLD
+    from talkinghead.services.lipsync.s3fd_detect import CANDIDATE_THRESHOLD
 
     scores = torch.cat([F.softmax(maps[i].float(), dim=1)[:, 1].flatten()
                         for i in range(0, len(maps), 2)])
@@ -332,7 +332,7 @@ def s3fd_postprocessing_costs(weights: Path, image: np.ndarray, device: str = "c
     import torch
 
     from talkinghead.services.lipsync import wav2lip_weights as ww
-    from talkinghead.services.lipsync.networks.s3fd import CANDIDATE_THRESHOLD, preprocess
+    from talkinghead.services.lipsync.s3fd_detect import CANDIDATE_THRESHOLD, preprocess
 
     detector = ww.load_detector(Path(weights))
     if detector is None:
@@ -376,7 +376,7 @@ def restore_detector(engine, neural: bool) -> Callable[[np.ndarray], object]:
     lite engines. Its post-processing needs no stand-in: at GFPGAN's 0.97 threshold a
     trained detector passes a handful of anchors, and deterministic weights none."""
     if getattr(engine, "detector", None) is not None:
-        from talkinghead.services.restore.networks.retinaface import detect
+        from talkinghead.services.restore.retinaface_detect import detect
 
         return lambda image: detect(engine.detector, image, "rgb")
     if neural:

@@ -436,12 +436,11 @@ def wav2lip_generator(pack: Pack, audio: dict[str, np.ndarray], height: int, wid
 
 
 def s3fd(pack: Pack, sizes: list[tuple[int, int]]) -> None:
-    from talkinghead.services.lipsync.networks.s3fd import (
-        S3FD,
+    from talkinghead.services.lipsync.networks.s3fd import S3FD, s3fd_keys_from_official
+    from talkinghead.services.lipsync.s3fd_detect import (
         best_face_box,
         decode_detections,
         preprocess,
-        s3fd_keys_from_official,
         select_detections,
     )
 
@@ -510,13 +509,15 @@ def nms_margin(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> float
 
 def retinaface(pack: Pack, sizes: list[tuple[int, int]]) -> None:
     from talkinghead.services.restore.networks.retinaface import (
+        RetinaFace,
+        retinaface_keys_from_official,
+    )
+    from talkinghead.services.restore.retinaface_detect import (
         NMS_IOU,
         PIXEL_MEAN_BGR,
-        RetinaFace,
         decode_boxes,
         preprocess,
         prior_boxes,
-        retinaface_keys_from_official,
         select_detections,
     )
 
@@ -566,17 +567,10 @@ def retinaface(pack: Pack, sizes: list[tuple[int, int]]) -> None:
 
 def gfpgan(pack: Pack, frame_size: tuple[int, int]) -> None:
     from talkinghead.services.restore import face_align as fa
-    from talkinghead.services.restore.networks.gfpgan import (
-        GFPGANv1Clean,
-        face_to_input,
-        output_to_face,
-    )
-    from talkinghead.services.restore.networks.parsenet import (
-        ParseNet,
-        parse,
-        parsenet_keys_from_official,
-        preprocess,
-    )
+    from talkinghead.services.restore.face_parsing import parse, preprocess
+    from talkinghead.services.restore.face_tensors import face_to_input, output_to_face
+    from talkinghead.services.restore.networks.gfpgan import GFPGANv1Clean
+    from talkinghead.services.restore.networks.parsenet import ParseNet, parsenet_keys_from_official
 
     rng = pack.rng("gfpgan")
     restorer = load_strict(GFPGANv1Clean(), pack.weights("gfpgan/gfpganv1clean.manifest.json"),

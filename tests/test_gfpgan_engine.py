@@ -16,8 +16,8 @@ from talkinghead.services.common.errors import WeightsError
 from talkinghead.services.common.frames import FaceGeometry, VideoFrame
 from talkinghead.services.restore import face_align as fa
 from talkinghead.services.restore import gfpgan_weights as gw
+from talkinghead.services.restore.face_parsing import parse
 from talkinghead.services.restore.gfpgan_engine import GFPGANEngine
-from talkinghead.services.restore.networks.parsenet import parse
 from tests.reference_pack import assert_close, fixture, salt_of
 
 # The pack's check for the pasted frames (gfpgan/README.md, "Recommended tolerances"): no
@@ -164,16 +164,16 @@ def test_served_restore_replica(weights, pipe, restored_full, tmp_path):
 def test_frame_without_geometry_goes_through_the_detector(engine, pipe, monkeypatch):
     """No geometry: RetinaFace runs; deterministic weights never reach GFPGANer's 0.97
     score, so no face is found and the frame comes back unchanged (restore is best-effort)."""
-    from talkinghead.services.restore.networks import retinaface
+    from talkinghead.services.restore import retinaface_detect
 
     calls = []
-    detect = retinaface.detect
+    detect = retinaface_detect.detect
 
     def counted(net, image, order):
         calls.append((image, detect(net, image, order)))
         return calls[-1][1]
 
-    monkeypatch.setattr(retinaface, "detect", counted)
+    monkeypatch.setattr(retinaface_detect, "detect", counted)
     rgb = np.ascontiguousarray(pipe["frame_bgr_u8"][..., ::-1])
     out = engine.restore([VideoFrame(3, rgb)], weight=1.0)
     assert len(calls) == 1 and calls[0][0] is rgb and len(calls[0][1]) == 0

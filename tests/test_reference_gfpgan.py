@@ -16,12 +16,11 @@ import torch
 from talkinghead.services.common.checkpoints import load_strict, read_checkpoint
 from talkinghead.services.common.deterministic_weights import deterministic_state_dict
 from talkinghead.services.common.errors import WeightsError
+from talkinghead.services.restore.face_tensors import face_to_input, output_to_face
 from talkinghead.services.restore.networks.gfpgan import (
     GFPGANv1Clean,
-    face_to_input,
     gfpgan_keys_from_official,
     gfpgan_official_file,
-    output_to_face,
 )
 from tests.reference_pack import assert_close, fixture, manifest, salt_of
 

@@ -14,12 +14,11 @@ import torch
 
 from talkinghead.services.common.deterministic_weights import deterministic_state_dict
 from talkinghead.services.common.errors import WeightsError
+from talkinghead.services.restore.face_parsing import parse, preprocess
 from talkinghead.services.restore.networks.parsenet import (
     ParseNet,
     load_parsenet,
-    parse,
     parsenet_keys_from_official,
-    preprocess,
 )
 from tests.reference_pack import assert_close, fixture, manifest, salt_of
 

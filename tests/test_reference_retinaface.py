@@ -21,12 +21,14 @@ from talkinghead.services.common.deterministic_weights import deterministic_stat
 from talkinghead.services.common.errors import WeightsError
 from talkinghead.services.restore.networks.retinaface import (
     RetinaFace,
-    detect,
     load_retinaface,
+    retinaface_keys_from_official,
+)
+from talkinghead.services.restore.retinaface_detect import (
+    detect,
     nms,
     preprocess,
     prior_boxes,
-    retinaface_keys_from_official,
     select_detections,
 )
 from tests.reference_pack import assert_close, fixture, fixture_tags, manifest, salt_of

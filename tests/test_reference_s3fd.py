@@ -15,14 +15,12 @@ import torch
 
 from talkinghead.services.common.deterministic_weights import deterministic_state_dict
 from talkinghead.services.common.errors import WeightsError
-from talkinghead.services.lipsync.networks.s3fd import (
-    S3FD,
+from talkinghead.services.lipsync.networks.s3fd import S3FD, load_s3fd, s3fd_keys_from_official
+from talkinghead.services.lipsync.s3fd_detect import (
     best_face_box,
     decode_detections,
     detect_faces,
-    load_s3fd,
     preprocess,
-    s3fd_keys_from_official,
     select_detections,
 )
 from tests.reference_pack import assert_close, fixture, fixture_tags, manifest, salt_of

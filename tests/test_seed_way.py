@@ -84,7 +84,8 @@ def test_s3fd_postprocessing_over_the_stated_candidate_count(wav2lip_without_s3f
     import torch
 
     from bench.seed_way import S3FD_CANDIDATES, candidate_threshold, s3fd_postprocessing_costs
-    from talkinghead.services.lipsync.networks.s3fd import decode_detections, load_s3fd, preprocess
+    from talkinghead.services.lipsync.networks.s3fd import load_s3fd
+    from talkinghead.services.lipsync.s3fd_detect import decode_detections, preprocess
 
     weights = wav2lip_without_s3fd.parent / "s3fd-kept"
     net = load_s3fd(next(weights.rglob("s3fd.pth"))).eval()

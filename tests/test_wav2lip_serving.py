@@ -25,7 +25,7 @@ from talkinghead.services.common.face_detection import largest_face
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.lipsync import face_window as fw
 from talkinghead.services.lipsync import wav2lip_weights as ww
-from talkinghead.services.lipsync.networks.s3fd import detect_faces
+from talkinghead.services.lipsync.s3fd_detect import detect_faces
 from talkinghead.services.lipsync.wav2lip_engine import MIN_FACE_PIXELS, Wav2LipEngine
 from talkinghead.services.motion.lite_engine import LiteMotionEngine
 from talkinghead.services.motion.options import MotionOptions

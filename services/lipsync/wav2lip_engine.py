@@ -80,7 +80,7 @@ class Wav2LipEngine:
             if len(self._memo) >= MAX_DETECTION_MEMO:
                 self._memo.clear()
             if self.detector is not None:
-                from talkinghead.services.lipsync.networks.s3fd import detect_faces
+                from talkinghead.services.lipsync.s3fd_detect import detect_faces
 
                 self._memo[key] = detect_faces(self.detector, image, "rgb")[0]
             else:

@@ -89,7 +89,7 @@ class GFPGANEngine:
         if frame.face is not None and np.any(frame.face.landmarks):
             return [np.asarray(frame.face.landmarks, np.float64).reshape(5, 2)]
         if self.detector is not None:
-            from talkinghead.services.restore.networks.retinaface import detect
+            from talkinghead.services.restore.retinaface_detect import detect
 
             dets = detect(self.detector, frame.image, "rgb")
             faces = [(d[:4], d[5:15].reshape(5, 2).astype(np.float64)) for d in dets]
@@ -120,7 +120,7 @@ class GFPGANEngine:
     @torch.inference_mode()
     def restore(self, frames: list[VideoFrame], weight: float = 0.5,
                 only_center_face: bool = False) -> list[VideoFrame]:
-        from talkinghead.services.restore.networks.gfpgan import face_to_input, output_to_face
+        from talkinghead.services.restore.face_tensors import face_to_input, output_to_face
 
         jobs = []  # (frame position, alignment matrix, aligned crop)
         for pos, frame in enumerate(frames):
@@ -139,7 +139,7 @@ class GFPGANEngine:
             restored_faces.extend(faces)
         classes = [None] * len(jobs)
         if self.use_parser and jobs:
-            from talkinghead.services.restore.networks.parsenet import parse
+            from talkinghead.services.restore.face_parsing import parse
 
             for start in range(0, len(jobs), self.batch_size):
                 batch = np.stack(restored_faces[start:start + self.batch_size])
