@@ -12,31 +12,37 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from talkinghead.services.common.engine_contract import Engine
+from talkinghead.services.stages import stage as stage_named
+from talkinghead.services.stages import stages
+
 ROOT = Path(__file__).resolve().parents[1]
 K = TypeVar("K")
-NEURAL_ENGINE = {"motion": "liveportrait", "lipsync": "wav2lip", "restore": "gfpgan"}
+# "neural" on a bench command line: the engine `--engine auto` tries first, per stage
+NEURAL_ENGINE = {stage.name: stage.neural_engine for stage in stages()}
 
 
 def build_engine(stage: str, engine: str, weights: Path | None, device: str, batch_size: int,
-                 paste_mask: str = "auto", warm: bool = True):
+                 paste_mask: str = "auto", warm: bool = True, **options: Any) -> Engine:
     """The stage's engine exactly as ``talkinghead serve STAGE`` builds it (``warm``: and
-    warms it up, as a server does before it reports SERVING)."""
+    warms it up, as a server does before it reports SERVING). ``paste_mask`` and ``options``
+    are the stage flags (services/stages.py); those the stage does not have are ignored, as
+    ``talkinghead serve`` ignores another stage's flags."""
+    from talkinghead.services.common.engines import choose_engine
     from talkinghead.services.common.server import ServerSettings
-    from talkinghead.services.lipsync.server import load_lipsync_engine
-    from talkinghead.services.motion.server import load_motion_engine
-    from talkinghead.services.restore.server import load_restore_engine
 
+    known = stage_named(stage).option_defaults()
+    given = {"paste_mask": paste_mask, **options}
     settings = ServerSettings(stage=stage, port=0, engine=engine, device=device,
-                              weights_dir=weights, batch_size=batch_size, paste_mask=paste_mask)
-    loader = {"motion": load_motion_engine, "lipsync": load_lipsync_engine,
-              "restore": load_restore_engine}[stage]
-    built = loader(settings)
-    if warm and hasattr(built, "warmup"):
+                              weights_dir=weights, batch_size=batch_size,
+                              options={k: v for k, v in given.items() if k in known})
+    built = choose_engine(settings)
+    if warm:
         built.warmup()
     return built
 

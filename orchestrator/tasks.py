@@ -19,14 +19,9 @@ from talkinghead.orchestrator.progress import JobProgress, ProgressPublisher
 from talkinghead.orchestrator.stage_clients import StageFailed, StageTargets, StageUnavailable
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.logs import job_context
+from talkinghead.services.stages import stages
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TARGETS = {
-    "motion": "127.0.0.1:50051",
-    "lipsync": "127.0.0.1:50052",
-    "restore": "127.0.0.1:50053",
-}
 
 
 # A model server that is down, restarting, too slow or full is worth another try; bad input
@@ -48,13 +43,17 @@ class JobFailed(Exception):
 
 
 def targets_from_env() -> StageTargets:
-    """Model server addresses for this worker (TALKINGHEAD_{MOTION,LIPSYNC,RESTORE}_TARGET[S])."""
-    restore = os.environ.get("TALKINGHEAD_RESTORE_TARGETS", DEFAULT_TARGETS["restore"])
-    return StageTargets(
-        motion=os.environ.get("TALKINGHEAD_MOTION_TARGET", DEFAULT_TARGETS["motion"]),
-        lipsync=os.environ.get("TALKINGHEAD_LIPSYNC_TARGET", DEFAULT_TARGETS["lipsync"]),
-        restore=tuple(t.strip() for t in restore.split(",") if t.strip()),
-    )
+    """Model server addresses for this worker: each stage's variable (the stage registry's
+    ``target_env``: TALKINGHEAD_MOTION_TARGET, TALKINGHEAD_LIPSYNC_TARGET,
+    TALKINGHEAD_RESTORE_TARGETS, comma-separated), else the stage's default address."""
+    found: dict[str, str | tuple[str, ...]] = {}
+    for stage in stages():
+        value = os.environ.get(stage.target_env, stage.default_target)
+        if stage.replicated:
+            found[stage.name] = tuple(t.strip() for t in value.split(",") if t.strip())
+        else:
+            found[stage.name] = value.strip()
+    return StageTargets(**found)
 
 
 _progress_backend: tuple[int, object] | None = None

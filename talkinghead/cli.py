@@ -49,15 +49,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from talkinghead.services.common.logs import configure_logging
     from talkinghead.services.common.security import read_token
     from talkinghead.services.common.server import ServerSettings
+    from talkinghead.services.stages import stage as stage_named
 
+    stage = stage_named(args.stage)
     configure_logging(f"{args.stage}-server")
+    if args.engine not in stage.engine_names:
+        raise CliError(f"--engine {args.engine!r} is not a {stage.name} engine; choose from "
+                       f"{', '.join(stage.engine_names)}")
     if not 0 <= args.threads <= 1024:
         raise CliError(f"--threads must be within 0..1024 (0: torch's choice); got {args.threads}")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    port = args.port or {"motion": 50051, "lipsync": 50052, "restore": 50053}[args.stage]
+    port = args.port or stage.port
     settings = ServerSettings(
         stage=args.stage,
         host=args.host,
@@ -71,39 +76,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         grace_seconds=args.grace,
         batch_size=args.batch_size,
         half=args.half,
-        paste_mask=args.paste_mask,
-        bf16=args.bf16,
-        compile=args.compile,
+        options={flag.dest: getattr(args, flag.dest) for flag in stage.flags},
         token=read_token(args.token_file),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
     )
     if bool(args.tls_cert) != bool(args.tls_key):
         raise CliError("give both --tls-cert and --tls-key, or neither")
-    if args.stage == "motion":
-        from talkinghead.services.motion.server import build_server
-
-        server = build_server(settings, [Path(d) for d in args.templates_dir])
-    elif args.stage == "lipsync":
-        from talkinghead.services.lipsync.server import build_server
-
-        server = build_server(settings)
-    else:
-        from talkinghead.services.restore.server import build_server
-
-        server = build_server(settings)
-    server.run_until_signalled()
+    stage.build_server(settings).run_until_signalled()
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    for flag, env in (
-        (args.motion, "TALKINGHEAD_MOTION_TARGET"),
-        (args.lipsync, "TALKINGHEAD_LIPSYNC_TARGET"),
-        (args.restore, "TALKINGHEAD_RESTORE_TARGETS"),
-    ):
-        if flag:
-            os.environ[env] = flag
+    from talkinghead.services.stages import stages
+
+    for stage in stages():
+        if getattr(args, stage.name):
+            os.environ[stage.target_env] = getattr(args, stage.name)
     from talkinghead.orchestrator.celery_app import app, is_embedded
     from talkinghead.services.common.logs import configure_logging
 
@@ -376,14 +365,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from talkinghead.services.stages import STAGES, all_engine_names
+
     p = sub.add_parser("serve", help="run one warm model server")
-    p.add_argument("stage", choices=["motion", "lipsync", "restore"])
-    p.add_argument("--port", type=int, default=0, help="default 50051/50052/50053")
+    p.add_argument("stage", choices=list(STAGES))
+    p.add_argument("--port", type=int, default=0, help="default " + ", ".join(
+        f"{s.port} ({s.name})" for s in STAGES.values()))
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--metrics-port", type=int, default=None,
                    help="Prometheus /metrics port (default port+1000; 0 disables)")
-    p.add_argument("--engine", default="auto",
-                   help="auto | lite | liveportrait (motion) | wav2lip (lipsync) | gfpgan (restore)")
+    p.add_argument("--engine", default="auto", choices=all_engine_names(), help="; ".join(
+        f"{s.name}: {' | '.join(s.engine_names)}" for s in STAGES.values()))
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--weights", help="weights directory (official file layout)")
     p.add_argument("--max-streams", type=int, default=4,
@@ -395,13 +387,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fp16 networks on cuda/mps (not yet checked against the reference "
                    "tolerances on a GPU)")
     p.add_argument("--grace", type=float, default=30.0, help="drain seconds on SIGTERM")
-    p.add_argument("--paste-mask", default="auto", choices=["auto", "parse", "square"],
-                   help="(restore) official face-parser mask, or the cheap square mask; "
-                   "auto: parser when its weights are present")
-    p.add_argument("--bf16", action="store_true",
-                   help="(restore) bf16 autocast on CPU: ~1.7x faster here, but up to 35 "
-                   "counts off the fp32 result (see BENCHMARKS.md)")
-    p.add_argument("--compile", action="store_true", help="(restore) torch.compile the network")
     p.add_argument("--token-file", help="require this shared token (else TALKINGHEAD_TOKEN, "
                    "if set); calls without it get UNAUTHENTICATED, health checks stay open")
     p.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
@@ -409,14 +394,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for the networks (default: torch's choice); one per "
                    "replica when several replicas share a machine")
-    p.add_argument("--templates-dir", action="append", default=[],
-                   help="(motion) extra folder of .npz templates")
+    for stage in STAGES.values():  # the flags only one stage uses
+        for flag in stage.flags:
+            p.add_argument(flag.flag, dest=flag.dest, default=flag.default,
+                           help=f"({stage.name}) {flag.help}", **flag.kwargs)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="run a Celery worker that renders jobs")
-    p.add_argument("--motion", help="motion server host:port (or TALKINGHEAD_MOTION_TARGET)")
-    p.add_argument("--lipsync", help="lipsync server host:port (or TALKINGHEAD_LIPSYNC_TARGET)")
-    p.add_argument("--restore", help="restore servers, comma-separated (or TALKINGHEAD_RESTORE_TARGETS)")
+    for stage in STAGES.values():
+        servers = "servers, comma-separated" if stage.replicated else "server host:port"
+        p.add_argument(f"--{stage.name}", help=f"{stage.name} {servers} (or {stage.target_env}; "
+                       f"default {stage.default_target})")
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--pool", default="prefork", choices=["prefork", "threads", "solo"])
     p.add_argument("--loglevel", default="INFO")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from talkinghead.orchestrator.stage_clients import StageTargets, open_channel, wait_for_serving
+from talkinghead.services.stages import LOOPBACK, stages
 
 
 def free_port() -> int:
@@ -163,21 +164,28 @@ class LocalStack:
         self.processes.append(proc)
         return proc
 
+    def server_names(self) -> dict[str, list[str]]:
+        """Per stage (the stage registry's), the names of its servers: the stage's own name,
+        or ``restore-0``, ``restore-1``, ... for a replicated stage."""
+        return {
+            stage.name: [f"{stage.name}-{i}" for i in range(self.restore_replicas)]
+            if stage.replicated else [stage.name]
+            for stage in stages()
+        }
+
     def start(self, serving_timeout: float = 120.0) -> StageTargets:
-        names = [("motion", "motion"), ("lipsync", "lipsync")]
-        names += [("restore", f"restore-{i}") for i in range(self.restore_replicas)]
+        names = self.server_names()
         started = [
             (stage, self._spawn_server(stage, free_port(), name, ()), ())
-            for stage, name in names
+            for stage, stage_names in names.items() for name in stage_names
         ]
         bound = {p.name: p.port for p in self._wait_bound(started, serving_timeout)}
-        self.ports = {"motion": bound["motion"], "lipsync": bound["lipsync"]}
-        restore_ports = [bound[f"restore-{i}"] for i in range(self.restore_replicas)]
-        self.targets = StageTargets(
-            motion=f"127.0.0.1:{self.ports['motion']}",
-            lipsync=f"127.0.0.1:{self.ports['lipsync']}",
-            restore=tuple(f"127.0.0.1:{p}" for p in restore_ports),
-        )
+        self.ports = {s.name: bound[s.name] for s in stages() if not s.replicated}
+        targets: dict[str, str | tuple[str, ...]] = {}
+        for stage in stages():
+            addresses = [f"{LOOPBACK}:{bound[name]}" for name in names[stage.name]]
+            targets[stage.name] = tuple(addresses) if stage.replicated else addresses[0]
+        self.targets = StageTargets(**targets)
         self.wait_serving(serving_timeout)
         if self.with_worker:
             self.start_worker()
@@ -185,12 +193,13 @@ class LocalStack:
 
     def worker_environment(self) -> dict[str, str]:
         assert self.targets is not None
-        return {
-            "TALKINGHEAD_MOTION_TARGET": self.targets.motion,
-            "TALKINGHEAD_LIPSYNC_TARGET": self.targets.lipsync,
-            "TALKINGHEAD_RESTORE_TARGETS": ",".join(self.targets.restore),
-            **self.worker_env,
-        }
+        return {**{stage.target_env: ",".join(self._targets_of(stage.name))
+                   for stage in stages()}, **self.worker_env}
+
+    def _targets_of(self, stage: str) -> list[str]:
+        assert self.targets is not None
+        found = getattr(self.targets, stage)
+        return [found] if isinstance(found, str) else list(found)
 
     def start_worker(self, name: str = "worker", env: dict[str, str] | None = None,
                      *extra: str) -> Process:
@@ -202,9 +211,7 @@ class LocalStack:
         )
 
     def wait_serving(self, timeout: float) -> None:
-        assert self.targets is not None
-        pairs = [("motion", self.targets.motion), ("lipsync", self.targets.lipsync)]
-        pairs += [("restore", t) for t in self.targets.restore]
+        pairs = [(stage.name, t) for stage in stages() for t in self._targets_of(stage.name)]
         for stage, target in pairs:
             self.check_alive()
             channel = open_channel(target)

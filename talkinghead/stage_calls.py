@@ -16,17 +16,15 @@ from talkinghead.motion_flags import add_motion_flags, motion_options
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.common.video_files import read_image, read_video, write_frames
-
-DEFAULT_TARGETS = {"motion": "127.0.0.1:50051", "lipsync": "127.0.0.1:50052",
-                   "restore": "127.0.0.1:50053"}
+from talkinghead.services.stages import STAGES
 
 
 def add_call_parser(sub, handler) -> None:
     p = sub.add_parser("call", help="call one model server directly over gRPC")
     stages = p.add_subparsers(dest="stage", required=True)
-    for stage in ("motion", "lipsync", "restore"):
-        s = stages.add_parser(stage)
-        s.add_argument("--target", default=DEFAULT_TARGETS[stage], help="host:port")
+    for stage in STAGES.values():
+        s = stages.add_parser(stage.name)
+        s.add_argument("--target", default=stage.default_target, help="host:port")
         s.add_argument("--out", required=True, help=".mp4 file, .png (one frame) or a folder")
         s.add_argument("--timeout", type=float, default=600.0, help="call deadline, seconds")
         s.set_defaults(func=handler)

@@ -24,18 +24,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from talkinghead.services.common import metrics
+from talkinghead.services.common.engine_contract import Engine, describe
+from talkinghead.services.common.engines import choose_engine
 from talkinghead.services.common.errors import InputError, NotFoundError, WeightsError
 from talkinghead.services.common.logs import JOB_METADATA_KEY, job_context
 from talkinghead.services.common.security import TokenInterceptor, server_credentials
+from talkinghead.v1 import frames_pb2
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +63,9 @@ class ServerSettings:
     grace_seconds: float = 30.0
     batch_size: int = 8
     half: bool = False  # fp16 networks on cuda/mps
-    paste_mask: str = "auto"  # restore: parse | square | auto
-    bf16: bool = False  # restore: bf16 autocast on CPU (faster, off the reference tolerance)
-    compile: bool = False  # restore: torch.compile the network
+    # The stage's own flags (services/stages.py, Stage.flags), e.g. restore's paste_mask,
+    # bf16 and compile, motion's templates_dir; those not given take their defaults.
+    options: dict[str, Any] = field(default_factory=dict)
     token: str | None = None  # shared secret; calls without it get UNAUTHENTICATED
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -79,6 +82,14 @@ class ServerSettings:
     )
 
     def __post_init__(self) -> None:
+        from talkinghead.services.stages import stage
+
+        defaults = stage(self.stage).option_defaults()
+        unknown = sorted(set(self.options) - set(defaults))
+        if unknown:
+            raise ValueError(f"{self.stage} server settings have no option(s) {unknown} "
+                             f"(known: {sorted(defaults)})")
+        self.options = {**defaults, **self.options}
         for name, flag, low, high in self.LIMITS:
             value = getattr(self, name)
             if not low <= value <= high:  # NaN too
@@ -100,8 +111,14 @@ class ServerSettings:
 BUSY_METADATA_KEY = "talkinghead-busy"
 
 
-class StageGate:
-    """Admission control for one server: loaded yet? draining? room for another stream?"""
+E = TypeVar("E", bound=Engine)
+
+
+class StageGate(Generic[E]):
+    """Admission control for one server: loaded yet? draining? room for another stream?
+
+    The gate holds the engine: it opens (``open``) once the engine is loaded and warm, and
+    admits calls only then, so a handler inside ``admit`` always has ``gate.engine``."""
 
     def __init__(self, stage: str, max_streams: int):
         self.stage = stage
@@ -109,7 +126,27 @@ class StageGate:
         self.ready = threading.Event()
         self.draining = False
         self.failure: str | None = None  # why the engine could not load (weights)
+        self._engine: E | None = None
         self._slots = threading.BoundedSemaphore(max_streams)
+
+    def open(self, engine: E) -> None:
+        """The engine is loaded and warm: admit calls."""
+        self._engine = engine
+        self.ready.set()
+
+    def fail(self, reason: str) -> None:
+        """The engine cannot load: refuse calls with FAILED_PRECONDITION and ``reason``."""
+        self.failure = reason
+
+    def drain(self) -> None:
+        """Shutting down: refuse new calls with UNAVAILABLE."""
+        self.draining = True
+
+    @property
+    def engine(self) -> E:
+        if self._engine is None:
+            raise RuntimeError(f"{self.stage} engine used before it was loaded")
+        return self._engine
 
     @contextlib.contextmanager
     def admit(self, context: grpc.ServicerContext) -> Iterator[None]:
@@ -165,7 +202,7 @@ def ended_early_code(context: grpc.ServicerContext) -> grpc.StatusCode:
 
 
 def streaming_rpc(method: str) -> Callable:
-    """Decorate a response-streaming handler of a servicer that has ``.gate`` and ``.stage``.
+    """Decorate a response-streaming handler of a ``StageServicer`` (its ``.gate``, ``.stage``).
 
     Admits the call through the gate, tags logs with the caller's job id, maps engine
     errors to status codes, stops when the client goes away, and records metrics: a call
@@ -267,27 +304,59 @@ class HealthServicer(health.HealthServicer):
         })
 
 
+class StageServicer(Generic[E]):
+    """What every stage's gRPC servicer shares: built from the server's settings, it holds the
+    stage's gate (which holds the engine once loaded) and the server's message limit, and
+    says which gRPC service it is. A stage's servicer derives from this and from its
+    generated ``*Servicer`` class, and sets ``stage``, ``service`` and ``add_to_server``."""
+
+    stage: ClassVar[str]
+    service: ClassVar[Any]  # the service's descriptor (<stage>_pb2.DESCRIPTOR.services_by_name)
+    add_to_server: ClassVar[Callable[[Any, grpc.Server], None]]
+
+    def __init__(self, settings: ServerSettings):
+        if settings.stage != self.stage:
+            raise ValueError(f"{type(self).__name__} serves {self.stage}, not {settings.stage}")
+        self.gate: StageGate[E] = StageGate(settings.stage, settings.max_streams)
+        self.max_message_bytes = settings.max_message_bytes
+
+    @property
+    def engine(self) -> E:
+        """The loaded engine (handlers run only once the gate has opened)."""
+        return self.gate.engine
+
+    def engine_info(self) -> frames_pb2.EngineInfo:
+        """The engine as the first response of every call names it."""
+        return frames_pb2.EngineInfo(**describe(self.engine))
+
+    def engine_info_or_abort(self, context: grpc.ServicerContext) -> frames_pb2.EngineInfo:
+        """For unary info calls, which do not pass the gate: FAILED_PRECONDITION with the
+        reason if the engine could not load, UNAVAILABLE while it is loading."""
+        if self.gate.failure is not None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.gate.failure)
+        if not self.gate.ready.is_set():
+            context.abort(grpc.StatusCode.UNAVAILABLE,
+                          f"{self.stage} server is still loading its model")
+        return self.engine_info()
+
+
 class ModelServer:
-    """One warm model behind gRPC: a servicer (with ``.gate`` and ``.engine``) plus the
-    health, reflection and metrics every server has."""
+    """One warm model behind gRPC: a stage's servicer plus the health, reflection and metrics
+    every server has. ``load_engine`` defaults to the engine the settings name, chosen
+    through the stage registry (``choose_engine``)."""
 
     def __init__(
         self,
         settings: ServerSettings,
-        servicer: Any,
-        add_to_server: Callable[[Any, grpc.Server], None],
-        service_name: str,
-        load_engine: Callable[[], Any],
+        servicer: StageServicer,
+        load_engine: Callable[[], Engine] | None = None,
     ):
         self.settings = settings
-        self.gate = StageGate(settings.stage, settings.max_streams)
         self.servicer = servicer
-        self.servicer.gate = self.gate
-        self.servicer.max_message_bytes = settings.max_message_bytes
+        self.gate = servicer.gate
         self.health = HealthServicer()
-        self.service_names = [service_name]
-        self._add_to_server = add_to_server
-        self._load_engine = load_engine
+        self.service_names = [servicer.service.full_name]
+        self._load_engine = load_engine or (lambda: choose_engine(settings))
         self._stop = threading.Event()
         interceptors = [TokenInterceptor(settings.token)] if settings.token else []
         self.server = grpc.server(
@@ -302,7 +371,7 @@ class ModelServer:
 
     def start(self) -> int:
         s = self.settings
-        self._add_to_server(self.servicer, self.server)
+        type(self.servicer).add_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
@@ -332,9 +401,8 @@ class ModelServer:
         engine = self._load_engine()
         engine.warmup()
         self._clock_networks(engine)
-        self.servicer.engine = engine
+        self.gate.open(engine)
         metrics.READY.labels(self.settings.stage, engine.name).set(1)
-        self.gate.ready.set()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "engine %s on %s ready in %.2fs: SERVING",
@@ -342,12 +410,12 @@ class ModelServer:
             extra={"engine": engine.name, "device": engine.device},
         )
 
-    def _clock_networks(self, engine: Any) -> None:
+    def _clock_networks(self, engine: Engine) -> None:
         """Count network seconds (metrics.NETWORK_SECONDS). Free on a CPU; on a GPU it needs
         a synchronise per forward pass, so there only when asked for."""
         from talkinghead.services.common.network_time import NetworkClock, networks_of
 
-        device = getattr(engine, "device", "cpu")
+        device = engine.device
         synchronize = os.environ.get("TALKINGHEAD_NETWORK_TIMING", "") == "sync"
         if device != "cpu" and not synchronize:
             return
@@ -357,7 +425,7 @@ class ModelServer:
     def drain(self) -> None:
         """Stop taking work, let streams in flight finish within the grace period."""
         log.info("draining (grace %.0fs)", self.settings.grace_seconds)
-        self.gate.draining = True
+        self.gate.drain()
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         # Let health checkers see NOT_SERVING before the listener closes.
         time.sleep(DRAIN_NOTICE_SECONDS)
@@ -376,7 +444,7 @@ class ModelServer:
         except WeightsError as exc:
             # Stay up, NOT_SERVING, answering FAILED_PRECONDITION with the reason: the
             # operator sees it in health checks, logs and every caller's error.
-            self.gate.failure = f"{self.settings.stage} engine unavailable: {exc}"
+            self.gate.fail(f"{self.settings.stage} engine unavailable: {exc}")
             log.error("%s", self.gate.failure)
         except Exception:
             log.exception("engine failed to load; shutting down")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from talkinghead.services.common.engine_contract import LipSyncEngine
 from talkinghead.services.common.errors import InputError, NoFaceError
 from talkinghead.services.common.face_detection import (
     has_landmarks,
@@ -283,7 +284,7 @@ def _face_for(frame: VideoFrame) -> FaceGeometry | None:
     return face
 
 
-class LiteLipSyncEngine:
+class LiteLipSyncEngine(LipSyncEngine):
     """Speech-envelope mouth opening; a fallback when Wav2Lip is absent."""
 
     name = "lite"

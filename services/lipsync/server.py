@@ -12,17 +12,11 @@ from talkinghead.services.common.audio import (
     decode_audio_bytes,
     pcm_s16le_to_float,
 )
-from talkinghead.services.common.engines import choose_engine
+from talkinghead.services.common.engine_contract import LipSyncEngine
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.common.option_ranges import check_range, checked_frame
-from talkinghead.services.common.server import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    ModelServer,
-    ServerSettings,
-    StageGate,
-    streaming_rpc,
-)
+from talkinghead.services.common.server import ServerSettings, StageServicer, streaming_rpc
 from talkinghead.services.common.wire import frame_batches, frame_to_proto
 from talkinghead.v1 import frames_pb2, lipsync_pb2, lipsync_pb2_grpc
 
@@ -44,14 +38,15 @@ def audio_from_proto(msg: frames_pb2.Audio, max_seconds: float):
     raise InputError("config.audio is required in the first message")
 
 
-class LipSyncServicer(lipsync_pb2_grpc.LipSyncServiceServicer):
-    max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES  # the server's own, set by ModelServer
+class LipSyncServicer(StageServicer[LipSyncEngine], lipsync_pb2_grpc.LipSyncServiceServicer):
     stage = "lipsync"
+    service = lipsync_pb2.DESCRIPTOR.services_by_name["LipSyncService"]
+    add_to_server = lipsync_pb2_grpc.add_LipSyncServiceServicer_to_server
 
-    def __init__(self, chunk_frames: int, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS):
-        self.gate: StageGate | None = None  # set by ModelServer
-        self.engine = None  # set once loaded and warm
-        self.chunk_frames = chunk_frames
+    def __init__(self, settings: ServerSettings,
+                 max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS):
+        super().__init__(settings)
+        self.chunk_frames = settings.batch_size  # frames per response
         self.max_audio_seconds = max_audio_seconds
 
     @streaming_rpc("Sync")
@@ -72,33 +67,9 @@ class LipSyncServicer(lipsync_pb2_grpc.LipSyncServiceServicer):
                     yield checked_frame(f)
 
         synced = self.engine.sync(incoming(), audio, config.fps, config.pass_through_faceless)
-        info = frames_pb2.EngineInfo(
-            name=self.engine.name, device=self.engine.device, fingerprint=self.engine.fingerprint
-        )
+        info = self.engine_info()
         messages = (frame_to_proto(f) for f in synced)
         batches = frame_batches(messages, self.max_message_bytes, self.chunk_frames)
         for i, batch in enumerate(batches):
             yield lipsync_pb2.SyncResponse(frames=batch, engine=info if i == 0 else None)
 
-
-def load_lipsync_engine(settings: ServerSettings):
-    from talkinghead.services.lipsync.lite_engine import LiteLipSyncEngine
-
-    def wav2lip(device: str):
-        from talkinghead.services.lipsync.wav2lip_engine import Wav2LipEngine
-
-        return Wav2LipEngine(settings.weights_dir, device, settings.batch_size,
-                             half=settings.half)
-
-    return choose_engine("lipsync", settings.engine, settings.device, "wav2lip",
-                         LiteLipSyncEngine, wav2lip)
-
-
-def build_server(settings: ServerSettings) -> ModelServer:
-    return ModelServer(
-        settings,
-        LipSyncServicer(chunk_frames=settings.batch_size),
-        lipsync_pb2_grpc.add_LipSyncServiceServicer_to_server,
-        lipsync_pb2.DESCRIPTOR.services_by_name["LipSyncService"].full_name,
-        lambda: load_lipsync_engine(settings),
-    )

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from talkinghead.services.common.audio import SAMPLE_RATE
+from talkinghead.services.common.engine_contract import LipSyncEngine, NeuralEngine
 from talkinghead.services.common.errors import InputError, NoFaceError
 from talkinghead.services.common.face_detection import largest_face
 from talkinghead.services.common.frames import VideoFrame
@@ -36,26 +37,19 @@ MAX_DETECTION_MEMO = 64
 MIN_FACE_PIXELS = 8  # a padded, clamped box narrower than this is no face
 
 
-class Wav2LipEngine:
+class Wav2LipEngine(NeuralEngine, LipSyncEngine):
     name = "wav2lip"
 
     def __init__(self, weights_dir: Path | None, device: str, batch_size: int = 16,
                  variant: str = "auto", pads=fw.DEFAULT_PADS, half: bool = False):
         from talkinghead.services.common.checkpoints import file_fingerprint
-        from talkinghead.services.common.errors import WeightsError
         from talkinghead.services.lipsync import wav2lip_weights as ww
 
-        if weights_dir is None:
-            raise WeightsError("no weights directory given (--weights or TALKINGHEAD_WEIGHTS_DIR)")
-        self.device = device
-        # fp16 (--half) on cuda/mps only, off by default: not yet measured on a GPU against
-        # the reference tolerances.
-        self.dtype = torch.float16 if half and device in ("cuda", "mps") else torch.float32
-        self.batch_size = max(1, batch_size)
+        super().__init__(weights_dir, device, batch_size, half)
         self.pads = tuple(pads)
-        generator, path = ww.load_generator(Path(weights_dir), variant)
+        generator, path = ww.load_generator(self.weights_dir, variant)
         self.generator = generator.to(device=device, dtype=self.dtype)
-        detector = ww.load_detector(Path(weights_dir))
+        detector = ww.load_detector(self.weights_dir)
         self.detector = detector.to(device) if detector is not None else None
         self.fingerprint = f"wav2lip-{path.stem}-{file_fingerprint([path])}"
         self._memo: dict[bytes, tuple[int, int, int, int] | None] = {}

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from talkinghead.services.common.engine_contract import MotionEngine
 from talkinghead.services.common.errors import InputError, NoFaceError
 from talkinghead.services.common.face_detection import largest_face
 from talkinghead.services.common.frames import FaceGeometry, VideoFrame
@@ -155,7 +156,7 @@ def _check_photo(photo: np.ndarray) -> None:
         raise InputError(f"photo must be uint8, got {photo.dtype}")
 
 
-class LiteMotionEngine:
+class LiteMotionEngine(MotionEngine):
     """Template head motion as a 2-D head warp; a fallback when LivePortrait is absent."""
 
     name = "lite"

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from talkinghead.services.common.errors import InputError, NoFaceError, WeightsError
+from talkinghead.services.common.engine_contract import MotionEngine, NeuralEngine
+from talkinghead.services.common.errors import InputError, NoFaceError
 from talkinghead.services.common.face_detection import largest_face
 from talkinghead.services.common.frames import FaceGeometry, VideoFrame
 from talkinghead.services.motion.face_crop import NETWORK_SIZE, FaceCrop, crop_for_face, paste_back
@@ -55,28 +56,21 @@ def template_frames(template: MotionTemplate, index: slice, device: str) -> Driv
                         t=grab(template.t))
 
 
-class LivePortraitEngine:
+class LivePortraitEngine(NeuralEngine, MotionEngine):
     name = "liveportrait"
 
     def __init__(self, weights_dir: Path | None, device: str, batch_size: int = 4,
                  half: bool = False):
         from talkinghead.services.motion.liveportrait_weights import load_networks
 
-        if weights_dir is None:
-            raise WeightsError("no weights directory given (--weights or TALKINGHEAD_WEIGHTS_DIR)")
-        self.device = device
-        # Half precision (--half) only where the hardware does it natively, and off by
-        # default: it has not yet been measured against the reference tolerances on a GPU.
-        # The keypoint maths always runs in fp32.
-        self.dtype = torch.float16 if half and device in ("cuda", "mps") else torch.float32
-        self.batch_size = max(1, batch_size)
-        self.nets = load_networks(Path(weights_dir)).to(device, self.dtype)
+        super().__init__(weights_dir, device, batch_size, half)  # the keypoint maths stays fp32
+        self.nets = load_networks(self.weights_dir).to(device, self.dtype)
         self.fingerprint = f"liveportrait-{self.nets.fingerprint}"
         # The official crop (InsightFace + landmark ONNX models) when those files and
         # onnxruntime are there; otherwise our own detector's five points.
         from talkinghead.services.motion.onnx_face import OnnxFaceAnalyzer
 
-        self.face_analyzer = OnnxFaceAnalyzer.from_weights_dir(Path(weights_dir))
+        self.face_analyzer = OnnxFaceAnalyzer.from_weights_dir(self.weights_dir)
         if self.face_analyzer is not None:
             self.fingerprint += "-onnxcrop"
         log.info("LivePortrait source crop: %s", "InsightFace + landmark ONNX (official)"
@@ -108,17 +102,14 @@ class LivePortraitEngine:
     def _source(self, crop: np.ndarray) -> dict:
         x = to_tensor(crop, self.device, self.dtype)
         feature = self.nets.appearance(x)
-        heads = self.nets.motion(x)
-        heads = {k: v.float() for k, v in _as_dict(heads).items()}
-        info = KeypointInfo.from_heads(heads)
+        info = KeypointInfo.from_heads(self.nets.motion(x).to(dtype=torch.float32))
         return {"f_s": feature, "info": info, "x_s": info.keypoints()}
 
     def _render(self, source: dict, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
         batch = x_d.shape[0]
         feature = source["f_s"].expand(batch, *source["f_s"].shape[1:])
         warped = self.nets.warping(feature, x_s.to(self.dtype), x_d.to(self.dtype))
-        out = warped["out"] if isinstance(warped, dict) else warped.out
-        return self.nets.generator(out)
+        return self.nets.generator(warped.out)
 
     def _retargeting_ratios(self, photo: np.ndarray, template: MotionTemplate,
                             options: MotionOptions) -> dict[str, np.ndarray]:
@@ -192,9 +183,3 @@ class LivePortraitEngine:
 
     def _stitching(self, x: torch.Tensor) -> torch.Tensor:
         return self.nets.stitching(x.to(self.dtype)).float()
-
-
-def _as_dict(heads) -> dict[str, torch.Tensor]:
-    if isinstance(heads, dict):
-        return heads
-    return {k: getattr(heads, k) for k in ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")}

@@ -7,21 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
-import grpc
 import numpy as np
 
 from talkinghead.services.common import option_ranges as ranges
-from talkinghead.services.common.engines import choose_engine
+from talkinghead.services.common.engine_contract import MotionEngine
 from talkinghead.services.common.errors import InputError, NotFoundError
 from talkinghead.services.common.frames import FaceGeometry
 from talkinghead.services.common.option_ranges import check_range
-from talkinghead.services.common.server import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    ModelServer,
-    ServerSettings,
-    StageGate,
-    streaming_rpc,
-)
+from talkinghead.services.common.server import ServerSettings, StageServicer, streaming_rpc
 from talkinghead.services.common.wire import decode_image, frame_batches, frame_to_proto
 from talkinghead.services.motion.options import options_from_proto
 from talkinghead.services.motion.template import (
@@ -29,7 +22,7 @@ from talkinghead.services.motion.template import (
     load_template,
     template_from_npz,
 )
-from talkinghead.v1 import frames_pb2, motion_pb2, motion_pb2_grpc
+from talkinghead.v1 import motion_pb2, motion_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +40,15 @@ def fit_photo(photo: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(photo, (new_w, new_h), interpolation=cv2.INTER_AREA)
 
 
-class MotionServicer(motion_pb2_grpc.MotionServiceServicer):
-    max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES  # the server's own, set by ModelServer
+class MotionServicer(StageServicer[MotionEngine], motion_pb2_grpc.MotionServiceServicer):
     stage = "motion"
+    service = motion_pb2.DESCRIPTOR.services_by_name["MotionService"]
+    add_to_server = motion_pb2_grpc.add_MotionServiceServicer_to_server
 
-    def __init__(self, template_dirs: list[Path]):
-        self.gate: StageGate | None = None  # set by ModelServer
-        self.template_dirs = template_dirs
-        self.engine = None  # set once loaded and warm
-
-    def engine_info(self) -> frames_pb2.EngineInfo:
-        e = self.engine
-        return frames_pb2.EngineInfo(name=e.name, device=e.device, fingerprint=e.fingerprint)
+    def __init__(self, settings: ServerSettings):
+        super().__init__(settings)
+        # --templates-dir: folders searched before the bundled templates
+        self.template_dirs = [Path(d) for d in settings.options["templates_dir"]]
 
     @streaming_rpc("Animate")
     def Animate(self, request: motion_pb2.AnimateRequest, context) -> Iterator:
@@ -96,11 +86,7 @@ class MotionServicer(motion_pb2_grpc.MotionServiceServicer):
             )
 
     def GetEngineInfo(self, request, context) -> motion_pb2.GetEngineInfoResponse:
-        if self.gate.failure is not None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.gate.failure)
-        if self.engine is None:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "motion server is still loading its model")
-        return motion_pb2.GetEngineInfoResponse(engine=self.engine_info())
+        return motion_pb2.GetEngineInfoResponse(engine=self.engine_info_or_abort(context))
 
     def ListTemplates(self, request, context) -> motion_pb2.ListTemplatesResponse:
         names = set(bundled_template_names())
@@ -116,27 +102,3 @@ class MotionServicer(motion_pb2_grpc.MotionServiceServicer):
             infos.append(motion_pb2.TemplateInfo(name=name, frames=t.n_frames, fps=t.fps))
         return motion_pb2.ListTemplatesResponse(templates=infos)
 
-
-def load_motion_engine(settings: ServerSettings):
-    from talkinghead.services.motion.lite_engine import LiteMotionEngine
-
-    def liveportrait(device: str):
-        from talkinghead.services.motion.liveportrait_engine import LivePortraitEngine
-
-        return LivePortraitEngine(settings.weights_dir, device, settings.batch_size,
-                                  half=settings.half)
-
-    return choose_engine(
-        "motion", settings.engine, settings.device, "liveportrait", LiteMotionEngine,
-        liveportrait,
-    )
-
-
-def build_server(settings: ServerSettings, template_dirs: list[Path] | None = None) -> ModelServer:
-    return ModelServer(
-        settings,
-        MotionServicer(list(template_dirs or [])),
-        motion_pb2_grpc.add_MotionServiceServicer_to_server,
-        motion_pb2.DESCRIPTOR.services_by_name["MotionService"].full_name,
-        lambda: load_motion_engine(settings),
-    )

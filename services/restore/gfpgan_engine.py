@@ -13,20 +13,25 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 
+from talkinghead.services.common.engine_contract import NeuralEngine, RestoreEngine
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.restore import face_align as fa
+
+if TYPE_CHECKING:
+    from talkinghead.services.common.server import ServerSettings
 
 log = logging.getLogger(__name__)
 
 EYE_DISTANCE_MIN_PX = 5.0  # the official helper skips faces whose eyes are closer
 
 
-class GFPGANEngine:
+class GFPGANEngine(NeuralEngine, RestoreEngine):
     name = "gfpgan"
 
     def __init__(self, weights_dir: Path | None, device: str, batch_size: int = 4,
@@ -36,14 +41,14 @@ class GFPGANEngine:
         from talkinghead.services.common.errors import WeightsError
         from talkinghead.services.restore import gfpgan_weights as gw
 
-        if weights_dir is None:
-            raise WeightsError("no weights directory given (--weights or TALKINGHEAD_WEIGHTS_DIR)")
+        super().__init__(weights_dir, device, batch_size, half)
+        weights_dir = self.weights_dir  # a Path from here on
         # "parse": the official soft mask (the face parser, ~470 GFLOPs per face, more than
         # GFPGAN itself); "square": facexlib's geometric mask, nearly free; "auto": parse
         # when its weights are there, else square (logged). bench/restore.py measures both.
         if paste_mask not in ("auto", "parse", "square"):
             raise ValueError(f"paste_mask must be auto, parse or square, not {paste_mask!r}")
-        parser_file = Path(weights_dir) / gw.FILES["parsenet"]
+        parser_file = weights_dir / gw.FILES["parsenet"]
         if paste_mask == "parse" and not parser_file.is_file():
             # Asked for the official mask: a square one instead would give other pictures
             # (and other timings) without a word, so refuse before loading anything.
@@ -52,14 +57,11 @@ class GFPGANEngine:
                 f"(the file GFPGANer downloads, https://github.com/xinntao/facexlib/releases/"
                 f"download/v0.2.2/parsing_parsenet.pth; `talkinghead weights list` shows the "
                 f"layout), or use --paste-mask square or auto")
-        self.device = device
-        self.dtype = torch.float16 if half and device in ("cuda", "mps") else torch.float32
-        self.batch_size = max(1, batch_size)
-        restorer, path = gw.load_restorer(Path(weights_dir))
+        restorer, path = gw.load_restorer(weights_dir)
         self.restorer = restorer.to(device=device, dtype=self.dtype)
-        detector = gw.load_detector(Path(weights_dir))
+        detector = gw.load_detector(weights_dir)
         self.detector = detector.to(device) if detector is not None else None
-        parser = gw.load_parser(Path(weights_dir))
+        parser = gw.load_parser(weights_dir)
         self.parser = parser.to(device) if parser is not None else None
         self.use_parser = self.parser is not None and paste_mask in ("auto", "parse")
         # Measured on this CPU (BENCHMARKS.md): channels_last gives no gain (within 3e-5 of
@@ -77,6 +79,14 @@ class GFPGANEngine:
                 else f"square (no face parser file {parser_file})")
         log.info("GFPGAN %s; detector %s; paste mask %s", path.name,
                  "RetinaFace" if self.detector is not None else "Haar (no RetinaFace file)", mask)
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings, device: str) -> GFPGANEngine:
+        """With the restore flags of ``talkinghead serve`` (--paste-mask, --bf16, --compile)."""
+        options = settings.options
+        return cls(settings.weights_dir, device, settings.batch_size, half=settings.half,
+                   paste_mask=options["paste_mask"], bf16_cpu=options["bf16"],
+                   compile_network=options["compile"])
 
     @torch.inference_mode()
     def warmup(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from talkinghead.services.common.engine_contract import RestoreEngine
 from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.face_detection import detect_faces
 from talkinghead.services.common.frames import FaceGeometry, VideoFrame
@@ -80,7 +81,7 @@ def _faces_for(frame: VideoFrame, only_center_face: bool) -> list[FaceGeometry]:
     return faces
 
 
-class LiteRestoreEngine:
+class LiteRestoreEngine(RestoreEngine):
     """Bilateral denoise plus unsharp mask on the face; a fallback when GFPGAN is absent."""
 
     name = "lite"
