@@ -41,13 +41,11 @@ def main() -> None:
     def inputs(batch: int):
         source = torch.rand(batch, 3, 256, 256, device=device)
         with torch.inference_mode():
-            heads = nets.motion(source)
-            heads = heads if isinstance(heads, dict) else vars(heads)
-            info = KeypointInfo.from_heads({k: v.float() for k, v in heads.items()})
+            info = KeypointInfo.from_heads(nets.motion(source).to(dtype=torch.float32))
             x_s = info.keypoints()
             feature = nets.appearance(source)
             warped = nets.warping(feature, x_s, x_s)
-            out = warped["out"] if isinstance(warped, dict) else warped.out
+            out = warped.out
         return source, x_s, feature, out
 
     stages = {
@@ -57,7 +55,7 @@ def main() -> None:
         "SPADE G (→512)": lambda s, x, f, o: nets.generator(o),
         "stitching MLP": lambda s, x, f, o: apply_stitching(x, x, nets.stitching),
         "frame (W + G + stitching)": lambda s, x, f, o: nets.generator(
-            _out(nets.warping(f, x, apply_stitching(x, x, nets.stitching)[0]))),
+            nets.warping(f, x, apply_stitching(x, x, nets.stitching)[0]).out),
     }
     for name, fn in stages.items():
         per_batch = {}
@@ -83,10 +81,6 @@ def main() -> None:
         append_markdown("bench.motion_networks", "LivePortrait networks, per frame", table,
                         device, ["Whole frame = what every frame of a motion clip costs; F and "
                                  "M run once per source photo."])
-
-
-def _out(warped):
-    return warped["out"] if isinstance(warped, dict) else warped.out
 
 
 if __name__ == "__main__":

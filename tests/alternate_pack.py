@@ -228,7 +228,7 @@ def liveportrait(pack: Pack, template: str, template_frame: int) -> None:
         heads = M(torch.from_numpy(x))
         pack.write("liveportrait/motion_extractor.npz",
                    {"salt": np.array(salt), "input": x,
-                    **{f"output_{k}": v.numpy() for k, v in heads.items()}})
+                    **{f"output_{k}": v.numpy() for k, v in vars(heads).items()}})
 
         feature = (rng.standard_normal((1, 32, 16, 32, 32)) * 0.8 - 0.1).astype(np.float32)
         kp_source = (rng.standard_normal((1, 21, 3)) * 0.33).astype(np.float32)
@@ -271,7 +271,7 @@ def liveportrait(pack: Pack, template: str, template_frame: int) -> None:
         e2e = {
             "salt": np.array(salt), "template": np.array(template),
             "template_frame": np.int64(template_frame), "source": source,
-            **{f"source_kp_info_{k}": v.numpy() for k, v in heads.items()},
+            **{f"source_kp_info_{k}": v.numpy() for k, v in vars(heads).items()},
             "pitch_deg": info.pitch.numpy(), "yaw_deg": info.yaw.numpy(), "roll_deg": info.roll.numpy(),
             "R_s": info.R.numpy(), "x_c_s": info.canonical.numpy(), "x_s": x_s.numpy(),
             "f_s_shape": np.array(f_s.shape, dtype=np.int64),
@@ -535,7 +535,8 @@ def retinaface(pack: Pack, sizes: list[tuple[int, int]]) -> None:
             image = smooth_picture(rng, height, width, 20)
             x = preprocess(image, "bgr")
             with torch.inference_mode():
-                loc, conf, landmarks = net(x)
+                out = net(x)
+                loc, conf, landmarks = out.loc, out.conf, out.landmarks
             priors = prior_boxes(height, width)
             scores = conf[0, :, 1].numpy()
             try:
@@ -584,7 +585,8 @@ def gfpgan(pack: Pack, frame_size: tuple[int, int]) -> None:
     face = face_picture(rng, 256, 256, (130, 132), 170)
     x = preprocess(face, "bgr")
     with torch.inference_mode():
-        out_mask, out_img = parser(x)
+        parsed = parser(x)
+        out_mask, out_img = parsed.mask, parsed.image
     pack.write("gfpgan/parsenet.npz", {
         "salt": np.array(pack.salt), "input_bgr_u8": face, "input": x.numpy(),
         "out_mask": out_mask.numpy(), "out_img": out_img.numpy(),

@@ -68,7 +68,7 @@ def run():
         warped = W(f_s, x_s, x_d_stitched)
         out = G(warped.out)
     ours = {
-        "source_kp_info_kp": heads["kp"], "x_s": x_s, "x_d": x_d, "stitching_delta": delta,
+        "source_kp_info_kp": heads.kp, "x_s": x_s, "x_d": x_d, "stitching_delta": delta,
         "x_d_stitched": x_d_stitched, "occlusion_map": warped.occlusion_map,
         "deformation": warped.deformation, "out": out, "f_s": f_s, "warp_out": warped.out,
     }

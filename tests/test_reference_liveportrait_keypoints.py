@@ -14,6 +14,7 @@ from talkinghead.services.motion.keypoints import (
     driving_keypoints,
     rotation_matrix,
 )
+from talkinghead.services.motion.networks.motion_extractor import MotionHeads
 from tests.reference_pack import assert_close, fixture, liveportrait_template
 
 pytestmark = pytest.mark.reference
@@ -26,8 +27,8 @@ def e2e():
 
 
 def source_info(e2e) -> KeypointInfo:
-    heads = {k: torch.from_numpy(e2e[f"source_kp_info_{k}"])
-             for k in ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")}
+    heads = MotionHeads(**{k: torch.from_numpy(e2e[f"source_kp_info_{k}"])
+                           for k in ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")})
     return KeypointInfo.from_heads(heads)
 
 

@@ -52,7 +52,7 @@ def test_outputs_match_the_fixture(net, data):
     result = run(net, data)
     for name in OUTPUTS:
         expected = data[f"output_{name}"]
-        assert_close(result[name].numpy(), expected, relative_tolerance(expected), name)
+        assert_close(getattr(result, name).numpy(), expected, relative_tolerance(expected), name)
 
 
 def test_keypoint_roles_matter(net, data):

@@ -17,6 +17,7 @@ from talkinghead.services.common.errors import WeightsError
 from talkinghead.services.restore.face_parsing import parse, preprocess
 from talkinghead.services.restore.networks.parsenet import (
     ParseNet,
+    ParseNetOutput,
     load_parsenet,
     parsenet_keys_from_official,
 )
@@ -48,7 +49,7 @@ def net(official_state) -> ParseNet:
 
 
 @pytest.fixture(scope="module")
-def outputs(net, data) -> tuple[torch.Tensor, torch.Tensor]:
+def outputs(net, data) -> ParseNetOutput:
     with torch.no_grad():
         return net(torch.from_numpy(data["input"]))
 
@@ -102,7 +103,7 @@ def test_preprocess_requires_a_colour_order(data):
 # ---- network -----------------------------------------------------------------------------
 
 def test_outputs_match_fixture(data, outputs):
-    out_mask, out_img = outputs
+    out_mask, out_img = outputs.mask, outputs.image
     assert_close(out_mask.numpy(), data["out_mask"], OUT_TOL, "out_mask")
     assert_close(out_img.numpy(), data["out_img"], OUT_TOL, "out_img")
 
@@ -114,7 +115,7 @@ def test_argmax_matches_where_the_reference_is_decisive(data, outputs):
     # a rare near-tie (43 of 65,536 pixels, 0.07 %, on the published input), so on any
     # input and salt at least 99 % of the pixels are decisive and must keep their class.
     assert decisive.mean() >= 0.99, f"only {decisive.mean():.2%} of pixels are decisive"
-    ours = outputs[0].argmax(dim=1).numpy()
+    ours = outputs.mask.argmax(dim=1).numpy()
     flips = (ours != data["argmax"]) & decisive
     assert not flips.any(), f"{int(flips.sum())} decisive pixels change class"
 

@@ -21,6 +21,7 @@ from talkinghead.services.common.deterministic_weights import deterministic_stat
 from talkinghead.services.common.errors import WeightsError
 from talkinghead.services.restore.networks.retinaface import (
     RetinaFace,
+    RetinaFaceOutput,
     load_retinaface,
     retinaface_keys_from_official,
 )
@@ -70,9 +71,13 @@ def net(official_state) -> RetinaFace:
 
 
 @pytest.fixture(scope="module")
-def our_outputs(net, data) -> dict[str, tuple[torch.Tensor, ...]]:
+def our_outputs(net, data) -> dict[str, RetinaFaceOutput]:
     with torch.no_grad():
         return {tag: net(torch.from_numpy(data[f"input_{tag}"])) for tag in TAGS}
+
+
+def heads(out: RetinaFaceOutput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return out.loc, out.conf, out.landmarks
 
 
 def thresholds(data, tag: str) -> tuple[float, float]:
@@ -160,7 +165,7 @@ def test_priors_are_exact(data, tag):
 
 @pytest.mark.parametrize("tag", TAGS)
 def test_network_outputs_match_fixture(data, our_outputs, tag):
-    loc, conf, landmarks = our_outputs[tag]
+    loc, conf, landmarks = heads(our_outputs[tag])
     assert_close(loc.numpy(), data[f"loc_{tag}"], LOC_TOL, f"{tag} loc")
     assert_close(conf.numpy(), data[f"conf_{tag}"], CONF_TOL, f"{tag} conf")
     assert_close(landmarks.numpy(), data[f"landmarks_{tag}"], LOC_TOL, f"{tag} landmarks")
@@ -174,7 +179,8 @@ def test_batch_matches_single_frames(net, data, our_outputs):
         mirrored = net(torch.from_numpy(np.ascontiguousarray(frame[..., ::-1])))
     tols = (LOC_TOL, CONF_TOL, LOC_TOL)
     for name, b, alone, alone_m, tol in zip(
-        ("loc", "conf", "landmarks"), both, our_outputs[TAGS[-1]], mirrored, tols, strict=True
+        ("loc", "conf", "landmarks"), heads(both), heads(our_outputs[TAGS[-1]]), heads(mirrored), tols,
+        strict=True
     ):
         assert_close(b[:1].numpy(), alone.numpy(), tol, f"batch row 0 {name}")
         assert_close(b[1:].numpy(), alone_m.numpy(), tol, f"batch row 1 {name}")

@@ -14,9 +14,13 @@ frame (relative motion). Angles are degrees throughout, as in the official code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from talkinghead.services.motion.networks.motion_extractor import MotionHeads
 
 N_BINS = 66
 N_KEYPOINTS = 21
@@ -57,19 +61,19 @@ class KeypointInfo:
     t: torch.Tensor  # [B, 3]
 
     @classmethod
-    def from_heads(cls, heads: dict[str, torch.Tensor]) -> KeypointInfo:
+    def from_heads(cls, heads: MotionHeads) -> KeypointInfo:
         """From the motion extractor's raw outputs (pitch/yaw/roll logits, t, exp, scale, kp)."""
-        pitch, yaw, roll = (bins_to_degrees(heads[k]) for k in ("pitch", "yaw", "roll"))
-        batch = heads["kp"].shape[0]
+        pitch, yaw, roll = (bins_to_degrees(h) for h in (heads.pitch, heads.yaw, heads.roll))
+        batch = heads.kp.shape[0]
         return cls(
             pitch=pitch,
             yaw=yaw,
             roll=roll,
             R=rotation_matrix(pitch, yaw, roll),
-            canonical=heads["kp"].reshape(batch, N_KEYPOINTS, 3),
-            exp=heads["exp"].reshape(batch, N_KEYPOINTS, 3),
-            scale=heads["scale"].reshape(batch, 1),
-            t=heads["t"].reshape(batch, 3),
+            canonical=heads.kp.reshape(batch, N_KEYPOINTS, 3),
+            exp=heads.exp.reshape(batch, N_KEYPOINTS, 3),
+            scale=heads.scale.reshape(batch, 1),
+            t=heads.t.reshape(batch, 3),
         )
 
     def keypoints(self) -> torch.Tensor:

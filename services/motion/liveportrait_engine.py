@@ -102,17 +102,14 @@ class LivePortraitEngine(NeuralEngine, MotionEngine):
     def _source(self, crop: np.ndarray) -> dict:
         x = to_tensor(crop, self.device, self.dtype)
         feature = self.nets.appearance(x)
-        heads = self.nets.motion(x)
-        heads = {k: v.float() for k, v in _as_dict(heads).items()}
-        info = KeypointInfo.from_heads(heads)
+        info = KeypointInfo.from_heads(self.nets.motion(x).to(dtype=torch.float32))
         return {"f_s": feature, "info": info, "x_s": info.keypoints()}
 
     def _render(self, source: dict, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
         batch = x_d.shape[0]
         feature = source["f_s"].expand(batch, *source["f_s"].shape[1:])
         warped = self.nets.warping(feature, x_s.to(self.dtype), x_d.to(self.dtype))
-        out = warped["out"] if isinstance(warped, dict) else warped.out
-        return self.nets.generator(out)
+        return self.nets.generator(warped.out)
 
     def _retargeting_ratios(self, photo: np.ndarray, template: MotionTemplate,
                             options: MotionOptions) -> dict[str, np.ndarray]:
@@ -186,9 +183,3 @@ class LivePortraitEngine(NeuralEngine, MotionEngine):
 
     def _stitching(self, x: torch.Tensor) -> torch.Tensor:
         return self.nets.stitching(x.to(self.dtype)).float()
-
-
-def _as_dict(heads) -> dict[str, torch.Tensor]:
-    if isinstance(heads, dict):
-        return heads
-    return {k: getattr(heads, k) for k in ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")}

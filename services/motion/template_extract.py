@@ -74,9 +74,7 @@ def extract_template(
                      for img, f in zip(images[start:start + batch_size],
                                        faces[start:start + batch_size], strict=True)]
             x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().to(device) / 255
-            heads = motion_extractor(x)
-            heads = heads if isinstance(heads, dict) else vars(heads)
-            info = KeypointInfo.from_heads({k: v.float().cpu() for k, v in heads.items()})
+            info = KeypointInfo.from_heads(motion_extractor(x).to("cpu", torch.float32))
             scale.append(info.scale.numpy())
             R.append(info.R.numpy())
             exp.append(info.exp.numpy())

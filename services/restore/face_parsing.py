@@ -43,7 +43,7 @@ def preprocess(faces: np.ndarray, color_order: Literal["rgb", "bgr"]) -> torch.T
 def parse(net: ParseNet, faces: np.ndarray, color_order: Literal["rgb", "bgr"]) -> np.ndarray:
     """Per-pixel class labels [B, H, W] uint8 (argmax of the 19 logits) of uint8 face(s)."""
     device = next(net.parameters()).device
-    logits, _ = net(preprocess(faces, color_order).to(device))
+    logits = net(preprocess(faces, color_order).to(device)).mask
     # max(dim).indices is argmax (first index on ties) but 7x faster than argmax(dim=1)
     # over the channel axis on CPU (47 -> 6 ms per 512x512 face, bench/warm_profile.py)
     return torch.max(logits, dim=1).indices.to(torch.uint8).cpu().numpy()

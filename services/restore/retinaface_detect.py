@@ -146,10 +146,10 @@ def detect(
     them at the frame's own size (``use_origin_size=True``, GFPGAN's call)."""
     device = next(net.parameters()).device
     x = preprocess(image, color_order).to(device)
-    loc, conf, landmarks = net(x)
+    out = net(x)
     height, width = x.shape[-2:]
     priors = prior_boxes(height, width, net.config)
     return select_detections(
-        loc[0], conf[0], landmarks[0], priors, (height, width), conf_threshold, nms_threshold,
+        out.loc[0], out.conf[0], out.landmarks[0], priors, (height, width), conf_threshold, nms_threshold,
         net.config,
     )

@@ -43,6 +43,15 @@ class DenseMotionConfig:
     kp_variance: float = 0.01
 
 
+@dataclass(frozen=True)
+class DenseMotion:
+    """What the dense motion network returns; ``occlusion_map`` is None when not estimated."""
+
+    mask: torch.Tensor                   # [B, K+1, D, H, W], softmax over the proposals
+    deformation: torch.Tensor            # [B, D, H, W, 3], (x, y, z) in grid_sample units
+    occlusion_map: torch.Tensor | None   # [B, 1, H, W] in (0, 1)
+
+
 def make_coordinate_grid(spatial_size: tuple[int, int, int], ref: torch.Tensor) -> torch.Tensor:
     """Identity sampling grid [D, H, W, 3] holding (x, y, z), each spanning exactly [-1, 1].
 
@@ -201,9 +210,8 @@ class DenseMotionNetwork(nn.Module):
         return torch.cat([background, heat], dim=1).unsqueeze(2)
 
     def forward(self, feature: torch.Tensor, kp_source: torch.Tensor,
-                kp_driving: torch.Tensor) -> dict[str, torch.Tensor]:
-        """feature [B, C, D, H, W], keypoints [B, K, 3] → {"mask", "deformation",
-        "occlusion_map" (only when estimated)}."""
+                kp_driving: torch.Tensor) -> DenseMotion:
+        """feature [B, C, D, H, W], keypoints [B, K, 3] → mask, deformation, occlusion map."""
         b, _, d, h, w = feature.shape
         feature = F.relu(self.norm(self.compress(feature)))
 
@@ -216,9 +224,8 @@ class DenseMotionNetwork(nn.Module):
         prediction = self.hourglass(x)
         mask = F.softmax(self.mask(prediction), dim=1)                    # [B, K+1, D, H, W]
         deformation = (motions * mask.unsqueeze(-1)).sum(dim=1)          # [B, D, H, W, 3]
-        out = {"mask": mask, "deformation": deformation}
-
+        occlusion_map = None
         if self.occlusion is not None:
             flat = prediction.reshape(b, -1, h, w)                        # channels × depth
-            out["occlusion_map"] = torch.sigmoid(self.occlusion(flat))
-        return out
+            occlusion_map = torch.sigmoid(self.occlusion(flat))
+        return DenseMotion(mask=mask, deformation=deformation, occlusion_map=occlusion_map)

@@ -20,8 +20,7 @@ the official attribute holding the backbone and heads).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TypedDict
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -43,8 +42,9 @@ class MotionExtractorConfig:
     drop_path_rate: float = 0.0  # stochastic depth; only ever active in training
 
 
-class MotionHeads(TypedDict):
-    """M's raw outputs (a plain dict at run time, keyed as the official network's)."""
+@dataclass(frozen=True)
+class MotionHeads:
+    """M's raw outputs, named as the official network's dict keys."""
 
     pitch: torch.Tensor  # [B, num_bins] logits
     yaw: torch.Tensor  # [B, num_bins] logits
@@ -53,6 +53,11 @@ class MotionHeads(TypedDict):
     exp: torch.Tensor  # [B, 3·num_kp]
     scale: torch.Tensor  # [B, 1]
     kp: torch.Tensor  # [B, 3·num_kp] canonical keypoints
+
+    def to(self, *args, **kwargs) -> MotionHeads:
+        """Every head through ``Tensor.to(*args, **kwargs)`` (device, dtype)."""
+        return MotionHeads(**{f.name: getattr(self, f.name).to(*args, **kwargs)
+                              for f in fields(self)})
 
 
 class LayerNorm2d(nn.Module):

@@ -41,17 +41,14 @@ class WarpingConfig:
     dense_motion: DenseMotionConfig = field(default_factory=DenseMotionConfig)
 
 
-@dataclass
+@dataclass(frozen=True)
 class WarpOutput:
-    """What W returns; ``occlusion_map`` is None when the config does not estimate it."""
+    """What W returns (upstream's dict keys as fields); ``occlusion_map`` is None when the
+    config does not estimate it."""
 
     occlusion_map: torch.Tensor | None   # [B, 1, H, W] in (0, 1)
     deformation: torch.Tensor            # [B, D, H, W, 3], (x, y, z) in grid_sample units
     out: torch.Tensor                    # [B, 256, H, W], the generator's input
-
-    def __getitem__(self, key: str) -> torch.Tensor | None:
-        """Dict-style access, as upstream's returned dict allows."""
-        return getattr(self, key)
 
 
 class WarpingNetwork(nn.Module):
@@ -76,8 +73,8 @@ class WarpingNetwork(nn.Module):
                 kp_driving: torch.Tensor) -> WarpOutput:
         """feature_3d [B, C, D, H, W]; kp_source, kp_driving [B, K, 3] (x, y, z in [-1, 1])."""
         motion = self.dense_motion_network(feature_3d, kp_source, kp_driving)
-        deformation = motion["deformation"]
-        occlusion_map = motion.get("occlusion_map")
+        deformation = motion.deformation
+        occlusion_map = motion.occlusion_map
 
         warped = F.grid_sample(feature_3d, deformation, align_corners=False)   # [B, C, D, H, W]
         b, c, d, h, w = warped.shape

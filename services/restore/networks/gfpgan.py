@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -92,9 +91,11 @@ def _condition(channels: int, out_channels: int) -> nn.Sequential:
                          nn.Conv2d(channels, out_channels, 3, 1, 1))
 
 
-class GFPGANOutput(NamedTuple):
-    """``image`` first, as the official forward; ``rgbs`` are the U-Net's RGB heads at 8²…512²
-    (only with ``return_rgb``, else empty), ``style_code`` the encoder's [B,16,512] latents."""
+@dataclass(frozen=True)
+class GFPGANOutput:
+    """``image`` (the official forward's first output); ``rgbs`` are the U-Net's RGB heads at
+    8²…512² (only with ``return_rgb``, else empty), ``style_code`` the encoder's [B,16,512]
+    latents."""
 
     image: torch.Tensor
     rgbs: list[torch.Tensor]
@@ -159,7 +160,7 @@ class GFPGANv1Clean(nn.Module):
         noise = (decoder.random_noise(x.shape[0], generator) if randomize_noise
                  else decoder.stored_noise())
         image = decoder(style_code, conditions, noise, input_is_latent=cfg.input_is_latent)
-        return GFPGANOutput(image, rgbs, style_code)
+        return GFPGANOutput(image=image, rgbs=rgbs, style_code=style_code)
 
 
 # --- checkpoints ---------------------------------------------------------------------------

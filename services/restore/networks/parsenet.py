@@ -15,7 +15,7 @@ is a residual encoder–body–decoder at 19-class / RGB output:
 * decoder: four up blocks (256→256→256→128→64), nearest ×2 before the first conv and before
   the shortcut conv;
 * heads: 3x3 convs to the 19 parsing logits and to a 3-channel image; forward returns
-  (mask logits, image).
+  both as a :class:`ParseNetOutput` (upstream's tuple, named).
 
 The input and the per-pixel classes GFPGAN's mask is built from live in
 ``services/restore/face_parsing.py``; the mask itself in ``face_align.py``.
@@ -56,6 +56,14 @@ class ParseNetConfig:
     image_channels: int = 3
     leaky_slope: float = 0.2
     bn_eps: float = 1e-5
+
+
+@dataclass(frozen=True)
+class ParseNetOutput:
+    """Upstream's (out_mask, out_img), named."""
+
+    mask: torch.Tensor   # [B, 19, H, W] parsing logits
+    image: torch.Tensor  # [B, 3, H, W]
 
 
 class PadConv(nn.Module):
@@ -114,7 +122,7 @@ class ResidualBlock(nn.Module):
 
 
 class ParseNet(nn.Module):
-    """[B, 3, H, W] RGB in [−1, 1] → (mask logits [B, 19, H, W], image [B, 3, H, W])."""
+    """[B, 3, H, W] RGB in [−1, 1] → mask logits [B, 19, H, W] and image [B, 3, H, W]."""
 
     def __init__(self, config: ParseNetConfig | None = None) -> None:
         super().__init__()
@@ -137,10 +145,10 @@ class ParseNet(nn.Module):
         self.out_img_conv = PadConv(cin, cfg.image_channels)
         self.out_mask_conv = PadConv(cin, cfg.parsing_classes)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> ParseNetOutput:
         feat = self.encoder(x)
         x = self.decoder(feat + self.body(feat))
-        return self.out_mask_conv(x), self.out_img_conv(x)
+        return ParseNetOutput(mask=self.out_mask_conv(x), image=self.out_img_conv(x))
 
 
 # ---- checkpoint ----------------------------------------------------------------------------

@@ -54,6 +54,15 @@ class RetinaFaceConfig:
     bn_eps: float = 1e-5
 
 
+@dataclass(frozen=True)
+class RetinaFaceOutput:
+    """The test-phase forward's (loc, conf, landmarks), named; P anchors over all levels."""
+
+    loc: torch.Tensor        # [B, P, 4] box offsets
+    conf: torch.Tensor       # [B, P, 2] softmax (background, face)
+    landmarks: torch.Tensor  # [B, P, 10] landmark offsets
+
+
 # ---- ResNet-50 body ----------------------------------------------------------------------
 
 class Bottleneck(nn.Module):
@@ -190,13 +199,13 @@ class RetinaFace(nn.Module):
         self.BboxHead = nn.ModuleList(Head(cfg.fpn_width, a, 4) for _ in levels)
         self.LandmarkHead = nn.ModuleList(Head(cfg.fpn_width, a, 10) for _ in levels)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> RetinaFaceOutput:
         pyramid = self.fpn(self.body(x))
         feats = [ssh(p) for ssh, p in zip((self.ssh1, self.ssh2, self.ssh3), pyramid, strict=True)]
         loc = torch.cat([h(f) for h, f in zip(self.BboxHead, feats, strict=True)], dim=1)
         logits = torch.cat([h(f) for h, f in zip(self.ClassHead, feats, strict=True)], dim=1)
         landmarks = torch.cat([h(f) for h, f in zip(self.LandmarkHead, feats, strict=True)], dim=1)
-        return loc, F.softmax(logits, dim=-1), landmarks  # the test-phase forward
+        return RetinaFaceOutput(loc=loc, conf=F.softmax(logits, dim=-1), landmarks=landmarks)
 
 
 # ---- checkpoint ----------------------------------------------------------------------------
