@@ -41,7 +41,6 @@ from talkinghead.orchestrator.stage_clients import (
     BusyBackoff,
     RestoreClient,
     StageFailed,
-    is_busy,
     probe_serving,
 )
 from talkinghead.services.common.frames import VideoFrame
@@ -317,10 +316,8 @@ class RestoreFanout:
                                 "restore", grpc.StatusCode.DATA_LOSS,
                                 f"{target} returned {len(restored)} of {len(chunk)} frames",
                             )
-                    except (grpc.RpcError, StageFailed) as err:
-                        code = err.code() if isinstance(err, grpc.RpcError) else err.code
-                        full = is_busy(err) if isinstance(err, grpc.RpcError) else err.busy
-                        details = err.details() if isinstance(err, grpc.RpcError) else str(err)
+                    except StageFailed as err:
+                        code, full, details = err.code, err.busy, err.details
                         self._note(n, target, code.name)
                         if stopped():
                             fail(StageFailed("restore", grpc.StatusCode.CANCELLED,

@@ -463,6 +463,10 @@ class RestoreClient(_StageClient):
     def restore(
         self, frames: list[VideoFrame], weight: float = 0.5, timeout: float | None = None
     ) -> list[VideoFrame]:
+        """One chunk restored. An error is a StageFailed, as animate's and sync's are, with
+        ``busy`` set when the replica is full; the fan-out decides where the chunk goes next
+        (a replica is not waited for here)."""
+
         def requests() -> Iterator[restore_pb2.RestoreRequest]:
             config = restore_pb2.RestoreConfig(weight=weight)
             batches = list(_in_messages(frames)) or [[]]
@@ -477,6 +481,8 @@ class RestoreClient(_StageClient):
                 if response.HasField("engine"):
                     self.engine = response.engine
                 out.extend(frame_from_proto(f) for f in response.frames)
+        except grpc.RpcError as err:
+            raise stage_failed("restore", err) from err
         finally:
             self._call = None
         return out

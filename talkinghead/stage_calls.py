@@ -49,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
         LipSyncClient,
         MotionClient,
         RestoreClient,
-        StageFailed,
         open_channel,
         wait_for_serving,
     )
@@ -99,14 +98,7 @@ def run(args: argparse.Namespace) -> int:
             from talkinghead.services.common.chunking import chunked
 
             for group in chunked(frames, 16):
-                try:
-                    yield from client.restore(group, args.weight, timeout=args.timeout)
-                except Exception as err:
-                    import grpc
-
-                    if isinstance(err, grpc.RpcError):
-                        raise StageFailed("restore", err.code(), err.details() or "") from None
-                    raise
+                yield from client.restore(group, args.weight, timeout=args.timeout)
 
         n = write_frames(restored(), out, fps)
     print(f"wrote {n} frames to {out}")

@@ -17,7 +17,12 @@ import numpy as np
 import pytest
 
 from talkinghead.local_stack import LocalStack, cli_command
-from talkinghead.orchestrator.stage_clients import RestoreClient, open_channel, wait_for_serving
+from talkinghead.orchestrator.stage_clients import (
+    RestoreClient,
+    StageFailed,
+    open_channel,
+    wait_for_serving,
+)
 from talkinghead.services import stages
 from talkinghead.services.common.engine_contract import RestoreEngine
 from talkinghead.services.common.engines import choose_engine
@@ -90,9 +95,9 @@ def test_fake_engine_served_in_process(fake_registered):
     client = RestoreClient(f"127.0.0.1:{port}", "test-fake")
     try:
         # loading: the gate is shut, callers are told to come back
-        with pytest.raises(grpc.RpcError) as caught:
+        with pytest.raises(StageFailed) as caught:
             client.restore(frames_in(), timeout=10)
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE
         server.load()
         channel = open_channel(f"127.0.0.1:{port}")
         wait_for_serving(channel, "restore", f"127.0.0.1:{port}", timeout=10)
