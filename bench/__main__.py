@@ -1,20 +1,32 @@
 """One command for the benchmarks: ``python -m bench`` on the current device.
 
-Runs, in one process so that every figure is taken under the same conditions:
-  1. the machine's limit (bench/machine_limit.py)
-  2. every network per frame against that limit (bench/networks.py)
-  3. each stage as served over gRPC, with the time outside the networks broken out
-     (bench/served_stages.py)
-  4. restore (the bottleneck) through 1 and 2 served replicas, each pinned to its own core
-  5. a whole job at each of ``--seconds`` of audio, ours cold and warm and the seed
-     pipeline's way, seconds per stage and the ratios; with two lengths each job is fitted
-     as fixed + per-frame seconds and given at 90 s (bench/whole_job.py, bench/seed_way.py)
-  6. the warm path's time outside the networks, profiled (bench/warm_profile.py)
-prints one table per part and appends them, with date, device and command, to
+Runs, in one process so that every figure is taken under the same conditions, each part
+(``--only PART,...`` picks some; all by default):
+  limit     the machine's limit: matmul and 3x3 convolution per dtype (bench/machine_limit.py)
+  networks  every network per frame against that limit (bench/networks.py)
+  served    each stage as served over gRPC, with the time outside the networks broken out
+            (bench/served_stages.py)
+  replicas  restore (the bottleneck) through 1 and 2 served replicas, each pinned to its
+            own core (bench/restore.py)
+  options   restore's speed options (--bf16 or --half, channels_last, --compile with
+            --compile) and paste masks against the default: seconds per face or frame and
+            the difference from the fp32 output (bench/restore.py)
+  job       a whole job at each of --seconds of audio, ours cold and warm and the seed
+            pipeline's way, seconds per stage and the ratios; with two lengths each job is
+            fitted as fixed + per-frame seconds and given at 90 s (bench/whole_job.py,
+            bench/seed_way.py)
+  profile   the warm path's time outside the networks, profiled (bench/warm_profile.py)
+  lite      each lite engine as served, on the CPU (the fallbacks that need no weights)
+  memory    peak memory of one render against audio length, lite engines (bench/memory.py)
+  load      many jobs at once through Celery workers and restore replicas, lite engines
+            (bench/load.py; needs Redis: TALKINGHEAD_BENCH_REDIS, default db 13 on the local
+            one, flushed; skipped with a message where none answers)
+It prints one table per part and appends them, with date, device and command, to
 BENCHMARKS.md. Neural engines on deterministic checkpoints in the official layout (cost
-does not depend on weight values). ``--smoke`` checks the whole harness in seconds: tiny
-kernels, FLOPs on the meta device, the lite engines and 2 s of audio for the served stages
-and the whole job; its figures say nothing about speed and are never written.
+does not depend on weight values). ``--smoke`` checks the harness in about two minutes:
+tiny kernels, FLOPs on the meta device, the lite engines and 1-2 s of audio for the served
+stages, the whole job, the profile and the memory part; its figures say nothing about speed
+and are never written.
 
     python -m bench [--device auto] [--seconds 90 | --seconds 1,2] [--only PART,...] [--smoke]
                     [--no-write]
@@ -27,7 +39,17 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench import machine_limit, networks, seed_way, served_stages, warm_profile, whole_job
+from bench import (
+    load,
+    machine_limit,
+    memory,
+    networks,
+    restore,
+    seed_way,
+    served_stages,
+    warm_profile,
+    whole_job,
+)
 from bench.common import append_markdown
 from talkinghead.services.common.device import resolve_device
 
@@ -45,11 +67,14 @@ def smoke(device: str) -> list[str]:
                                                           "restore": 4}, batch)
     job, _ = whole_job.measure(SMOKE_SECONDS, "lite", None, device, batch)
     warm = warm_profile.profile_warm_path(None, device, 4, 3, engine="lite", cheap_frames=8)
-    return (lines + [""] + served_stages.table(served) + [""]
-            + whole_job.table(job) + [""] + warm_profile.table(warm))
+    peak = memory.measure([1.0])
+    return (lines + [""] + served_stages.table(served) + [""] + whole_job.table(job) + [""]
+            + warm_profile.table(warm) + [""] + memory.table(peak))
 
 
-PARTS = ("limit", "networks", "served", "replicas", "job", "profile")
+PARTS = ("limit", "networks", "served", "replicas", "options", "job", "profile", "lite",
+         "memory", "load")
+LITE_PARTS = {"limit", "lite", "memory", "load"}  # need no checkpoints
 STATISTIC = ("Every figure is the median of `--repeats` samples taken in interleaved rounds (each "
              "kernel and network once per round), with the spread (slowest − fastest) / median.")
 SMOKE_SECONDS = [1.0, 2.0]  # two lengths: the fit is exercised too
@@ -86,22 +111,13 @@ def _demo_photo():
     return read_image(Path(str(resources.files("talkinghead.assets.demo") / "face.jpg")))
 
 
-def replica_table(weights: Path, frames: int) -> list[str]:
-    """Frames/s with 1 and 2 restore replicas (one core each): how restore scales out."""
-    from bench.restore import demo_frame, replica_throughput
-
-    frame, landmarks = demo_frame()
-    one = replica_throughput(weights, frame, landmarks, frames, 1)
-    two = replica_throughput(weights, frame, landmarks, frames, 2)
-    return ["| restore replicas (one core each) | frames / s | speed-up |", "|---|---:|---:|",
-            f"| 1 | {one:.3f} | 1.00 |", f"| 2 | {two:.3f} | {two / one:.2f} |"]
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--only", default=",".join(PARTS), help=f"parts: {','.join(PARTS)}")
-    parser.add_argument("--batches", default="1,4")
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help=f"parts, comma-separated (default: all): {','.join(PARTS)}")
+    parser.add_argument("--batches", default="1,4", help="networks: batch sizes tried")
     parser.add_argument("--repeats", type=int, default=5,
                         help="interleaved samples per network and limit kernel (median shown)")
     parser.add_argument("--seconds", default="90",
@@ -112,12 +128,25 @@ def main() -> None:
     parser.add_argument("--no-seed", action="store_true",
                         help="whole job: ours only, not the seed's way")
     parser.add_argument("--served-frames", default="4,64,4",
-                        help="frames for motion, lipsync, restore as served")
-    parser.add_argument("--replica-frames", type=int, default=8)
+                        help="served: frames for motion, lipsync, restore")
+    parser.add_argument("--replica-frames", type=int, default=8,
+                        help="replicas: frames through the replicas")
+    parser.add_argument("--options-frames", type=int, default=2,
+                        help="options: frames per sample of the paste-mask rows")
+    parser.add_argument("--compile", action="store_true",
+                        help="options: also time torch.compile (compiled at warm-up, minutes "
+                        "on a CPU)")
+    parser.add_argument("--lite-frames", default="125,100,100",
+                        help="lite: frames for motion, lipsync, restore")
+    parser.add_argument("--memory-seconds", default="30,120",
+                        help="memory: audio lengths (s), each rendered in a fresh process")
+    parser.add_argument("--load", default="20,2,2,1",
+                        help="load: jobs, workers, restore replicas, stream limit per server")
     parser.add_argument("--weights", type=Path,
                         help="checkpoints folder (default: deterministic ones, written here)")
     parser.add_argument("--smoke", action="store_true", help="check the harness in seconds")
-    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--no-write", action="store_true",
+                        help="print only; do not append to BENCHMARKS.md")
     args = parser.parse_args()
     device = resolve_device(args.device)
     if args.smoke:
@@ -128,54 +157,88 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown part(s) {sorted(unknown)}; choose from {','.join(PARTS)}")
     with tempfile.TemporaryDirectory(prefix="bench-weights-") as tmp:
-        weights = args.weights or networks.write_weights(Path(tmp))
-        for title, lines, notes in sections(args, parts, device, weights):
+        weights = args.weights or (networks.write_weights(Path(tmp)) if parts - LITE_PARTS
+                                   else Path(tmp))
+        for title, lines, notes, on in sections(args, parts, device, weights):
             print(f"\n## {title}\n" + "\n".join(lines), flush=True)
             if not args.no_write:
-                append_markdown("bench", title, lines, device, notes)
+                append_markdown("bench", title, lines, on, notes)
 
 
 def sections(args: argparse.Namespace, parts: set[str], device: str, weights: Path):
-    """(title, table lines, notes) per part, each yielded as soon as it is measured."""
+    """(title, table lines, notes, the device it ran on) per part, each yielded as soon as
+    it is measured."""
     batch = served_batch(device)
     if "networks" in parts:
         cases = networks.network_cases(networks.loaded_networks(weights, device), device)
         limit, rows, peaks = networks.limit_and_networks(
             device, cases, [int(b) for b in args.batches.split(",")], args.repeats)
         if "limit" in parts:
-            yield "The machine's limit", machine_limit.table(peaks), [STATISTIC]
+            yield "The machine's limit", machine_limit.table(peaks), [STATISTIC], device
         yield ("Every network, per frame, against the machine's limit",
                networks.table(rows, limit.tflops, limit.spread),
                [f"Share of {limit.tflops:.3f} TFLOP/s, the best fp32 kernel of the limit, "
-                "timed in the same interleaved rounds as the networks.", STATISTIC])
+                "timed in the same interleaved rounds as the networks.", STATISTIC], device)
     elif "limit" in parts:
         yield ("The machine's limit", machine_limit.table(machine_limit.measure(device, args.repeats)),
-               [STATISTIC])
+               [STATISTIC], device)
     if "served" in parts:
         frames = dict(zip(served_stages.STAGES, (int(n) for n in args.served_frames.split(",")),
                           strict=True))
         rows = served_stages.measure("neural", weights, device, frames, batch)
         yield ("Each stage as served, and where the time goes", served_stages.table(rows),
-               [served_stages.NOTE, f"Batch sizes: {batch}."])
+               [served_stages.NOTE, f"Batch sizes: {batch}."], device)
     if "replicas" in parts and (os.cpu_count() or 1) >= 2:
-        yield ("Restore through served replicas", replica_table(weights, args.replica_frames),
-               ["GFPGAN on deterministic weights, 1280x720 frames with face geometry "
-                "given, parse-mask paste-back, chunks of 4 over the replicas."])
+        yield ("Restore through served replicas",
+               restore.replica_table(weights, args.replica_frames), [restore.REPLICAS_NOTE],
+               device)
+    if "options" in parts:
+        rows = restore.measure_options(weights, device, args.repeats, args.options_frames,
+                                       batch["restore"], args.compile)
+        yield ("Restore options against the default", restore.options_table(rows),
+               [restore.OPTIONS_NOTE, STATISTIC], device)
     if "job" in parts:
         lengths = sorted(float(x) for x in args.seconds.split(","))
         rows, inside = whole_job.measure(lengths, "neural", weights, device, batch,
                                          args.restore_replicas, with_seed=not args.no_seed)
         shown = " and ".join(f"{s:g}" for s in lengths)
         yield (f"A whole job of {shown} s of audio: ours against the seed's way",
-               whole_job.table(rows), whole_job.notes(lengths, args.restore_replicas, batch))
+               whole_job.table(rows), whole_job.notes(lengths, args.restore_replicas, batch),
+               device)
         if inside:
             costs = seed_way.s3fd_postprocessing_costs(weights, _demo_photo(), device)
             yield ("The seed's detectors, inside its steps", whole_job.seed_details_table(
-                inside, costs), [seed_way.S3FD_NOTE])
+                inside, costs), [seed_way.S3FD_NOTE], device)
     if "profile" in parts:
         profile = warm_profile.profile_warm_path(weights, device, 8, 6)
         yield ("Warm path: time outside the networks", warm_profile.table(profile),
-               [warm_profile.NOTE])
+               [warm_profile.NOTE], device)
+    yield from lite_sections(args, parts)
+
+
+def lite_sections(args: argparse.Namespace, parts: set[str]):
+    """The parts on the lite engines, on the CPU whatever ``--device`` says."""
+    if "lite" in parts:
+        frames = dict(zip(served_stages.STAGES, (int(n) for n in args.lite_frames.split(",")),
+                          strict=True))
+        rows = served_stages.measure("lite", None, "cpu", frames, served_batch("cpu"))
+        yield ("Each lite stage as served", served_stages.table(rows),
+               [served_stages.NOTE, "Lite engines: classical image processing, no networks."],
+               "cpu")
+    if "memory" in parts:
+        lengths = [float(s) for s in args.memory_seconds.split(",")]
+        yield ("Peak memory against audio length (lite engines)",
+               memory.table(memory.measure(lengths)), [memory.NOTE], "cpu")
+    if "load" in parts:
+        url = load.redis_url()
+        if url is None:
+            print("\nload: skipped, no Redis at TALKINGHEAD_BENCH_REDIS "
+                  "(default redis://127.0.0.1:6379/13)", flush=True)
+            return
+        jobs, workers, replicas, streams = (int(n) for n in args.load.split(","))
+        report = load.measure(url, jobs, workers, replicas, streams)
+        yield ("Load: jobs submitted at once (lite engines)", load.table(report), [load.NOTE],
+               "cpu")
 
 
 if __name__ == "__main__":

@@ -4,16 +4,14 @@ Lite engines and short audio, so the figures measure the orchestration (queueing
 limits, retries, fan-out), not the networks. Every server is given a small stream limit so
 that jobs collide: a server at its limit answers RESOURCE_EXHAUSTED, the restore fan-out
 re-sends the chunk to another replica, other stages retry the job with backoff. Each job
-has its own audio length and card, and its output is checked against them.
-
-    python -m bench.load [--jobs 20] [--workers 2] [--replicas 2] [--max-streams 1] [--no-write]
+has its own audio length and card, and its output is checked against them. The part
+``load`` of ``python -m bench`` (``--load JOBS,WORKERS,REPLICAS,STREAMS``).
 
 Needs Redis (TALKINGHEAD_BENCH_REDIS, default redis://127.0.0.1:6379/13; flushed first).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -29,6 +27,10 @@ from talkinghead.orchestrator.celery_app import make_app
 from talkinghead.services.common.audio import write_wav
 
 FPS = 25.0
+NOTE = ("Lite engines, 1-1.8 s of audio per job. Latency counts from the moment all jobs were "
+        "submitted, so it includes queueing. Every server had the stream limit shown; "
+        "RESOURCE_EXHAUSTED answers were retried (restore chunks on the other replica, other "
+        "stages by retrying the job with backoff).")
 
 
 @dataclass
@@ -179,24 +181,30 @@ def _check_output(report: LoadReport, job_id: str, result: dict, frames: int) ->
         report.wrong_outputs[job_id] = "; ".join(problems)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--replicas", type=int, default=2)
-    parser.add_argument("--max-streams", type=int, default=1)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    redis_url = os.environ.get("TALKINGHEAD_BENCH_REDIS", "redis://127.0.0.1:6379/13")
+def redis_url() -> str | None:
+    """TALKINGHEAD_BENCH_REDIS (default db 13 on the local Redis), flushed; None when no
+    Redis answers there."""
     import redis
 
-    redis.Redis.from_url(redis_url).flushdb()
-    with tempfile.TemporaryDirectory() as tmp:
-        report = run_load(redis_url, Path(tmp), args.jobs, args.workers, args.replicas,
-                          args.max_streams)
+    url = os.environ.get("TALKINGHEAD_BENCH_REDIS", "redis://127.0.0.1:6379/13")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
+    except redis.RedisError:
+        return None
+    return url
+
+
+def measure(url: str, jobs: int = 20, workers: int = 2, replicas: int = 2,
+            max_streams: int = 1) -> LoadReport:
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+        report = run_load(url, Path(tmp), jobs, workers, replicas, max_streams)
+    print(json.dumps(report.summary(), indent=2), flush=True)
+    return report
+
+
+def table(report: LoadReport) -> list[str]:
     figures = report.summary()
-    print(json.dumps(figures, indent=2))
-    table = [
+    return [
         "| jobs | workers | restore replicas | stream limit per server | succeeded | wrong outputs "
         "| wall s | jobs/min | latency p50 / p95 s | job retries | RESOURCE_EXHAUSTED per server "
         "| most streams seen per server |",
@@ -207,21 +215,7 @@ def main() -> None:
         f"| {report.job_retries} | {_pairs(report.resource_exhausted)} "
         f"| {_pairs(report.max_streams_seen)} |",
     ]
-    print("\n".join(table))
-    if not args.no_write:
-        from bench.common import append_markdown
-
-        append_markdown("bench.load", "Load: jobs submitted at once (lite engines, 1-1.8 s audio)",
-                        table, "cpu", [
-                            "Latency counts from the moment all jobs were submitted, so it "
-                            "includes queueing. Every server had the stream limit shown; "
-                            "RESOURCE_EXHAUSTED answers were retried (restore chunks on the "
-                            "other replica, other stages by retrying the job with backoff)."])
 
 
 def _pairs(values: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(values.items()))
-
-
-if __name__ == "__main__":
-    main()

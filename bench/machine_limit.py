@@ -8,14 +8,11 @@ normalises (bench.common.interleaved_timings: median of at least 5 samples, spre
 since these machines are shared.
 FLOPs are counted the direct way (2 x multiply-adds); a backend that uses Winograd for 3x3
 convolutions (oneDNN does) shows more than the matmul peak: that is the effective limit our
-convolutions can reach.
-
-    python -m bench.machine_limit [--device auto] [--repeats 5]
+convolutions can reach. The part ``limit`` of ``python -m bench``.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import interleaved_timings
-from talkinghead.services.common.device import resolve_device
 
 # A kernel sample lasts at least this long (the kernel repeated within it): a single 2048²
 # matmul is ~40 ms here, too short for one clock reading to be a fair sample.
@@ -92,16 +88,3 @@ def table(peaks: list[Peak]) -> list[str]:
     rows = ["| kernel | dtype | TFLOP/s (median) | spread |", "|---|---|---:|---:|"]
     rows += [f"| {p.kernel} | {p.dtype} | {p.tflops:.3f} | {100 * p.spread:.0f} % |" for p in peaks]
     return rows
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    device = resolve_device(args.device)
-    print("\n".join(table(measure(device, args.repeats))))
-
-
-if __name__ == "__main__":
-    main()

@@ -14,13 +14,11 @@ The networks are loaded from deterministic-weight checkpoints in the official la
 | RetinaFace R50 | 1280x720 frame | every frame in the official way; never in ours |
 | ParseNet | 512x512 face | every frame with the official paste mask |
 
-    python -m bench.networks [--device auto] [--batches 1,4,8] [--no-write]
+The parts ``limit`` and ``networks`` of ``python -m bench``.
 """
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,37 +180,6 @@ def table(rows: list[NetworkRow], limit_tflops: float, limit_spread: float = 0.0
     return out
 
 
-def deterministic_networks(device: str) -> dict[str, torch.nn.Module]:
-    """Every network, loaded through our official-checkpoint loaders from deterministic files."""
-    with tempfile.TemporaryDirectory() as tmp:
-        return loaded_networks(write_weights(Path(tmp)), device)
-
-
-def main() -> None:
-    from bench.common import append_markdown
-    from talkinghead.services.common.device import resolve_device
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batches", default="1,4")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    device = resolve_device(args.device)
-    from bench import machine_limit
-
-    batches = [int(b) for b in args.batches.split(",")]
-    cases = network_cases(deterministic_networks(device), device)
-    limit, rows, _ = limit_and_networks(device, cases, batches, args.repeats)
-    lines = table(rows, limit.tflops, limit.spread)
-    print("\n".join(machine_limit.table([limit]) + [""] + lines))
-    if not args.no_write:
-        append_markdown("bench.networks", "Every network, per frame, against the machine's "
-                        "limit", lines, device,
-                        [f"The limit is the best fp32 kernel of bench.machine_limit, timed in the "
-                         f"same interleaved rounds: {limit.tflops:.3f} TFLOP/s."])
-
-
 def limit_and_networks(device: str, cases: list[NetworkCase], batches: list[int],
                        repeats: int = 5, size: int | None = None):
     """The machine's limit and every network, timed in the same interleaved rounds (one
@@ -228,7 +195,3 @@ def limit_and_networks(device: str, cases: list[NetworkCase], batches: list[int]
                                                if key[0] == "limit"})
     limit = max((p for p in peaks if p.dtype == "float32"), key=lambda p: p.tflops)
     return limit, rows_from(cases, batches, timings), peaks
-
-
-if __name__ == "__main__":
-    main()

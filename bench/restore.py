@@ -1,28 +1,37 @@
-"""GFPGAN restore cost: the network per speed option and batch, the whole enhance path the
-official way vs ours, and throughput with 1 and 2 replicas pinned to separate cores.
+"""Restore, the bottleneck: its speed options against the default, and its throughput through
+served replicas (the parts ``options`` and ``replicas`` of ``python -m bench``).
 
-Deterministic weights in the official layout (cost does not depend on weight values).
-
-    python -m bench.restore [--batches 1,4,8] [--frames 8] [--compile] [--no-write]
+Options: each of ``talkinghead serve restore``'s speed flags (and channels_last, which the
+engine has but no flag turns on) builds its own engine; GFPGAN alone on one 512x512 face is
+timed in the same interleaved rounds for all of them, and each one's output is compared
+with the fp32 default's (the reference tolerance is 5e-4). The paste masks are timed the
+same way through the whole restore path of a 1280x720 frame with its face geometry given,
+as the orchestrator sends it. Deterministic weights (cost does not depend on weight values).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.common import append_markdown, count_flops, time_call
-from talkinghead.services.common.device import resolve_device
+from bench.common import Timing, build_engine, interleaved_timings
 from talkinghead.services.common.frames import FaceGeometry, VideoFrame
-from talkinghead.services.restore import face_align as fa
-from talkinghead.services.restore import gfpgan_weights as gw
-from talkinghead.services.restore.gfpgan_engine import GFPGANEngine
+
+RESTORE_WEIGHT = 0.5  # the job's default (RenderOptions.restore_weight)
+OPTIONS_NOTE = ("Each option its own engine, built as `talkinghead serve restore` builds it with "
+                "that flag; all timed in the same interleaved rounds, at the served batch. "
+                "Network rows: GFPGAN alone on 512x512 faces, per face, with the largest "
+                "difference from the fp32 default's output (GFPGAN's output range is -1..1; "
+                "the reference tolerance is 5e-4). Paste-mask rows: the whole restore path "
+                "(align, GFPGAN, mask, paste-back) of 1280x720 frames with their face geometry "
+                "given, per frame. Speed-up: against the first row of the same work.")
+REPLICAS_NOTE = ("GFPGAN on deterministic weights, 1280x720 frames with face geometry given, "
+                 "parse-mask paste-back, chunks of 4 over the replicas.")
 
 
 def demo_frame(size: tuple[int, int] = (720, 1280)) -> tuple[np.ndarray, np.ndarray]:
@@ -41,67 +50,90 @@ def demo_frame(size: tuple[int, int] = (720, 1280)) -> tuple[np.ndarray, np.ndar
     return frame, np.asarray(face.landmarks, np.float64)
 
 
-def network_rows(engine: GFPGANEngine, batches: list[int], compile_: bool) -> list[tuple]:
-    options = [("fp32", {}), ("channels_last", {"channels_last": True})]
-    if engine.device == "cpu" and torch.backends.mkldnn.is_available():
-        options.append(("bf16 autocast", {"bf16_cpu": True}))
-    if engine.device in ("cuda", "mps"):
-        options.append(("fp16", {"half": True}))
-    import copy
+def _geometry(landmarks: np.ndarray) -> FaceGeometry:
+    box = (*landmarks.min(axis=0), *landmarks.max(axis=0))
+    return FaceGeometry(box=tuple(float(v) for v in box), landmarks=landmarks.astype(np.float32))
 
-    from talkinghead.services.restore.gfpgan_engine import to_channels_last
 
-    rows = []
-    base = engine.restorer
-    for name, opts in options:
-        engine.restorer = base
-        engine.channels_last = opts.get("channels_last", False)
-        engine.bf16_cpu = opts.get("bf16_cpu", False)
-        if engine.channels_last:
-            engine.restorer = to_channels_last(copy.deepcopy(base))
-        if opts.get("half"):
-            engine.restorer = copy.deepcopy(base).half()
-        for batch in batches:
-            x = torch.rand(batch, 3, 512, 512, device=engine.device) * 2 - 1
-            if opts.get("half"):
-                x = x.half()
+# ---- options -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptionRow:
+    option: str  # as `talkinghead serve restore` is given it
+    work: str  # what one sample runs
+    per: int  # faces or frames per sample
+    timing: Timing
+    max_diff: float | None = None  # against the fp32 default's output; None: not compared
+
+    @property
+    def seconds(self) -> float:
+        return self.timing.median / self.per
+
+
+def network_options(device: str, with_compile: bool) -> dict[str, dict]:
+    """Option label → GFPGANEngine keyword arguments, for the options this device runs."""
+    options = {"(default: fp32)": {}, "channels_last (no flag)": {"channels_last": True}}
+    if device == "cpu" and torch.backends.mkldnn.is_available():
+        options["--bf16"] = {"bf16_cpu": True}
+    if device in ("cuda", "mps"):
+        options["--half"] = {"half": True}
+    if with_compile:  # compiled at the warm-up call, outside the timing (a minute on a CPU)
+        options["--compile"] = {"compile_network": True}
+    return options
+
+
+def measure_options(weights: Path, device: str, repeats: int, frames: int, batch: int = 1,
+                    with_compile: bool = False) -> list[OptionRow]:
+    """Every speed option on the bare network at ``batch`` faces (the served batch), and
+    both paste masks through the restore path of ``frames`` frames in batches of ``batch``,
+    in the same interleaved rounds."""
+    from talkinghead.services.restore.gfpgan_engine import GFPGANEngine
+
+    torch.manual_seed(0)
+    faces = torch.rand(batch, 3, 512, 512, device=device) * 2 - 1
+    engines = {}
+    for label, kwargs in network_options(device, with_compile).items():
+        engines[label] = GFPGANEngine(weights, device, batch_size=batch, **kwargs)
+        engines[label].detector = engines[label].parser = None  # the network alone is timed
+
+    def network(engine: GFPGANEngine):
+        def call() -> torch.Tensor:
             with torch.inference_mode():
-                seconds = time_call(lambda x=x: engine.run_network(x), repeats=2)
-            rows.append((name, batch, batch / seconds))
-            print(f"{name:<14} batch {batch}: {batch / seconds:.3f} faces/s", flush=True)
-    engine.restorer, engine.channels_last, engine.bf16_cpu = base, False, False
-    if compile_:
-        compiled = torch.compile(base)
-        for batch in batches:
-            x = torch.rand(batch, 3, 512, 512, device=engine.device) * 2 - 1
-            with torch.inference_mode():
-                compiled(x)  # compile outside the timing
-                seconds = time_call(lambda x=x: compiled(x), repeats=2, warmup=0)
-            rows.append(("torch.compile", batch, batch / seconds))
+                return engine.run_network(faces.to(engine.dtype))
+        return call
+
+    calls = {label: network(engine) for label, engine in engines.items()}
+    frame, landmarks = demo_frame()
+    with_face = [VideoFrame(i, frame, _geometry(landmarks)) for i in range(frames)]
+    for mask in ("parse", "square"):
+        engine = build_engine("restore", "gfpgan", weights, device, batch, paste_mask=mask)
+        calls[f"--paste-mask {mask}"] = (lambda e=engine: e.restore(with_face, RESTORE_WEIGHT))
+    timings = interleaved_timings(calls, repeats)
+    reference = calls["(default: fp32)"]().float()
+    rows = [OptionRow(label, f"GFPGAN alone, batch {batch}", batch, timings[label],
+                      (calls[label]().float() - reference).abs().max().item())
+            for label in engines]
+    rows += [OptionRow(f"--paste-mask {mask}", f"restore path, 1280x720, batch {batch}", frames,
+                       timings[f"--paste-mask {mask}"]) for mask in ("parse", "square")]
     return rows
 
 
-def official_way(engine: GFPGANEngine, frame: np.ndarray, landmarks: np.ndarray) -> float:
-    """One frame as GFPGANer.enhance does it: detect, align, restore, parse, paste (seconds).
+def options_table(rows: list[OptionRow]) -> list[str]:
+    """s per face or frame, the spread, the speed-up over the first row of the same work and
+    the largest difference from the fp32 default."""
+    lines = ["| option (`talkinghead serve restore`) | work | s / face or frame | spread "
+             "| speed-up | max abs diff vs fp32 |", "|---|---|---:|---:|---:|---:|"]
+    first: dict[str, float] = {}
+    for r in rows:
+        base = first.setdefault(r.work, r.seconds)
+        diff = "" if r.max_diff is None else f"{r.max_diff:.2g}"
+        lines.append(f"| {r.option} | {r.work} | {r.seconds:.3f} | {100 * r.timing.spread:.0f} % "
+                     f"| {base / r.seconds:.2f}x | {diff} |")
+    return lines
 
-    Only that path is timed: the landmarks are found beforehand (RetinaFace's are
-    meaningless with deterministic weights, so the detector runs for its cost and its boxes
-    are dropped, and the crop uses the given landmarks)."""
-    from talkinghead.services.restore.face_parsing import parse
-    from talkinghead.services.restore.face_tensors import face_to_input, output_to_face
-    from talkinghead.services.restore.retinaface_detect import detect
 
-    if engine.detector is None or engine.parser is None:
-        raise RuntimeError("the official way needs RetinaFace's and the face parser's files")
-    start = time.perf_counter()
-    with torch.inference_mode():
-        detect(engine.detector, frame, "rgb")  # every frame, full size
-        matrix = fa.alignment_matrix(landmarks)
-        crop = fa.warp_face(frame, matrix, "rgb")
-        face = output_to_face(engine.restorer(face_to_input(crop, "rgb")).image, "rgb")[0]
-        classes = parse(engine.parser, face, "rgb")[0]
-        fa.paste_face(frame, face, fa.inverse_matrix(matrix), classes)
-    return time.perf_counter() - start
+# ---- replicas ------------------------------------------------------------------------------
 
 
 def replica_throughput(weights: Path, frame: np.ndarray, landmarks: np.ndarray, frames: int,
@@ -111,8 +143,7 @@ def replica_throughput(weights: Path, frame: np.ndarray, landmarks: np.ndarray, 
     from talkinghead.orchestrator.restore_fanout import RestoreFanout
     from talkinghead.orchestrator.stage_clients import open_channel, wait_for_serving
 
-    box = (*landmarks.min(axis=0), *landmarks.max(axis=0))
-    face = FaceGeometry(box=tuple(float(v) for v in box), landmarks=landmarks.astype(np.float32))
+    face = _geometry(landmarks)
     with tempfile.TemporaryDirectory() as logs:
         stack = LocalStack(Path(logs), engine="gfpgan")
         targets = []
@@ -136,59 +167,10 @@ def replica_throughput(weights: Path, frame: np.ndarray, landmarks: np.ndarray, 
             stack.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--batches", default="1,4,8")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
-    parser.add_argument("--no-replicas", action="store_true")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    device = resolve_device(args.device)
-    batches = [int(b) for b in args.batches.split(",")]
-    weights = Path(tempfile.mkdtemp(prefix="bench-gfpgan-"))
-    gw.write_deterministic_checkpoints(weights, "talkinghead-a")
-    engine = GFPGANEngine(weights, device, batch_size=max(batches))
+def replica_table(weights: Path, frames: int) -> list[str]:
+    """Frames/s with 1 and 2 restore replicas (one core each): how restore scales out."""
     frame, landmarks = demo_frame()
-
-    with torch.inference_mode():
-        face_flops = count_flops(lambda: engine.restorer(torch.zeros(1, 3, 512, 512)))
-        parse_flops = count_flops(lambda: engine.parser(torch.zeros(1, 3, 512, 512)))
-    net = network_rows(engine, batches, args.compile)
-
-    box = (*landmarks.min(axis=0), *landmarks.max(axis=0))
-    face = FaceGeometry(box=tuple(float(v) for v in box), landmarks=landmarks.astype(np.float32))
-    official = official_way(engine, frame, landmarks)
-    n = args.frames
-    ours = {}
-    for mask in ("parse", "square"):
-        engine.use_parser = mask == "parse"
-        start = time.perf_counter()
-        engine.restore([VideoFrame(i, frame, face) for i in range(n)], weight=1.0)
-        ours[mask] = (time.perf_counter() - start) / n
-
-    table = [f"GFPGAN {face_flops / 1e9:.0f} GFLOPs per face; face parser {parse_flops / 1e9:.0f} "
-             "GFLOPs per face.", "", "| network option | batch | faces / s |", "|---|---:|---:|"]
-    table += [f"| {name} | {batch} | {fps:.3f} |" for name, batch, fps in net]
-    table += ["", "| enhance path, 1280x720 frame, one face | s / frame | ratio to official |",
-              "|---|---:|---:|",
-              f"| official way: RetinaFace on the frame, align, restore, parse mask, one frame "
-              f"at a time | {official:.2f} | 1.00 |",
-              f"| ours: geometry given, batch {max(batches)}, parse mask (official) | "
-              f"{ours['parse']:.2f} | {official / ours['parse']:.2f} |",
-              f"| ours: geometry given, batch {max(batches)}, square mask | {ours['square']:.2f} | "
-              f"{official / ours['square']:.2f} |"]
-    if not args.no_replicas and (os.cpu_count() or 1) >= 2:
-        one = replica_throughput(weights, frame, landmarks, n, 1)
-        two = replica_throughput(weights, frame, landmarks, n, 2)
-        table += ["", "| restore replicas (one core each, parse mask) | frames / s | speed-up |",
-                  "|---|---:|---:|", f"| 1 | {one:.3f} | 1.00 |", f"| 2 | {two:.3f} | {two / one:.2f} |"]
-    print("\n".join(table))
-    if not args.no_write:
-        append_markdown("bench.restore", "GFPGAN restore: options, enhance path, replicas", table,
-                        device, ["Deterministic weights; the machine's two cores are shared."])
-
-
-if __name__ == "__main__":
-    main()
+    one = replica_throughput(weights, frame, landmarks, frames, 1)
+    two = replica_throughput(weights, frame, landmarks, frames, 2)
+    return ["| restore replicas (one core each) | frames / s | speed-up |", "|---|---:|---:|",
+            f"| 1 | {one:.3f} | 1.00 |", f"| 2 | {two:.3f} | {two / one:.2f} |"]

@@ -5,15 +5,12 @@ per output frame. For each part, the same demo frames run in this process under 
 with the profiler paused inside every network's forward pass (hooks on the engine's
 top-level networks), so the profile holds only what surrounds the networks: crops,
 alignment, colour conversion, masks, paste-back, the news frame and the encoder, and the
-message (de)serialisation every frame pays twice per served stage.
-
-    python -m bench.warm_profile [--frames 8] [--cheap-frames 100] [--weights DIR] [--top 6]
-                                 [--no-write]
+message (de)serialisation every frame pays twice per served stage. The part ``profile``
+of ``python -m bench``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import cProfile
 import pstats
@@ -135,32 +132,3 @@ def table(parts: list[PartProfile]) -> list[str]:
         lines.append(f"| {p.part} | {p.frames} | {p.wall_s / p.frames * 1000:.1f} | "
                      f"{p.network_s / p.frames * 1000:.1f} | {p.other_ms_per_frame:.1f} | {top} |")
     return lines
-
-
-def main() -> None:
-    from bench.common import append_markdown
-    from bench.networks import write_weights
-    from talkinghead.services.common.device import resolve_device
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--weights", type=Path, help="default: deterministic checkpoints")
-    parser.add_argument("--cheap-frames", type=int, default=100)
-    parser.add_argument("--top", type=int, default=6)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    device = resolve_device(args.device)
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = args.weights or write_weights(Path(tmp))
-        parts = profile_warm_path(weights, device, args.frames, args.top,
-                                  cheap_frames=args.cheap_frames)
-    lines = table(parts)
-    print("\n".join(lines))
-    if not args.no_write:
-        append_markdown("bench.warm_profile", "Warm path: time outside the networks", lines,
-                        device, [NOTE])
-
-
-if __name__ == "__main__":
-    main()
