@@ -126,7 +126,7 @@ def append_markdown(module: str, title: str, table: list[str], device: str,
              f"- command: `{command}`", ""] + table + [""] + [f"{n}" for n in notes or []] + [""]
     path = ROOT / "BENCHMARKS.md"
     if not path.exists():
-        path.write_text("# Benchmarks\n\nFigures appended by the scripts in bench/; each section "
+        path.write_text("# Benchmarks\n\nFigures appended by `python -m bench`; each section "
                         "names the command that produced it.\n\n")
     with path.open("a") as fh:
         fh.write("\n".join(lines) + "\n")
