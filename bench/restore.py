@@ -38,12 +38,10 @@ def demo_frame(size: tuple[int, int] = (720, 1280)) -> tuple[np.ndarray, np.ndar
     """A 720p frame with the demo face in it, and its five landmarks."""
     from importlib import resources
 
-    import cv2
-
     from talkinghead.services.common.face_detection import largest_face
+    from talkinghead.services.common.video_files import read_image
 
-    demo = resources.files("talkinghead.assets.demo")
-    photo = cv2.cvtColor(cv2.imread(str(demo / "face.jpg")), cv2.COLOR_BGR2RGB)
+    photo = read_image(Path(str(resources.files("talkinghead.assets.demo") / "face.jpg")))
     frame = np.zeros((*size, 3), np.uint8)
     frame[100:612, 300:812] = photo
     face = largest_face(frame)
