@@ -228,6 +228,15 @@ def streaming_rpc(method: str) -> Callable:
                                 return
                             metrics.FRAMES.labels(self.stage).inc(len(response.frames))
                             yield response
+                        remaining = context.time_remaining()
+                        if not _settled_active(context) or (
+                            remaining is not None and remaining <= DEADLINE_SLACK_SECONDS
+                        ):
+                            # The request iterator simply ends when the call is over (a cancel
+                            # or deadline while we waited for the client's frames): not an OK.
+                            code = ended_early_code(context)
+                            log.warning("%s stopped: %s", method, _ended_text(code))
+                            return
                         log.info("%s finished in %.2fs", method, time.perf_counter() - started)
                 except GeneratorExit:
                     # gRPC stopped taking responses: the client went away or the deadline
@@ -261,6 +270,21 @@ def streaming_rpc(method: str) -> Callable:
         return wrapper
 
     return decorate
+
+
+# gRPC ends a server's request iterator (StopIteration) as soon as a cancelled call's last
+# receive completes, a moment before the call reads as inactive: a handler that ends then
+# looks finished. So before counting a finished call OK, give that moment this long.
+SETTLE_SECONDS = 0.01
+
+
+def _settled_active(context: grpc.ServicerContext) -> bool:
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while context.is_active():
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.002)
+    return False
 
 
 def _ended_text(code: grpc.StatusCode) -> str:
