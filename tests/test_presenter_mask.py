@@ -18,6 +18,7 @@ from talkinghead.local_stack import LocalStack
 from talkinghead.orchestrator.schedule import pingpong_schedule
 from talkinghead.orchestrator.stage_clients import RestoreClient, open_channel, wait_for_serving
 from talkinghead.services.common.frames import FaceGeometry, VideoFrame
+from talkinghead.services.restore import face_align as fa
 from talkinghead.services.restore import gfpgan_weights as gw
 from talkinghead.services.restore import paste_masks as pm
 from talkinghead.services.restore.gfpgan_engine import GFPGANEngine
@@ -125,7 +126,9 @@ def exact(weights):
 
 def test_exact_mode_parses_every_frame_and_presenter_mode_stays_close(weights, pipe, exact):
     """--paste-mask parse parses each output frame; the presenter mode gives the exact
-    frames for the frame it parsed, and the others within a few counts on the face edge."""
+    frames for the output frames it parsed, and for the others differs only inside the
+    face's square (on these deterministic weights the parser's classes are not a face's,
+    so how much it differs there is the bench's figure, not a bound checked here)."""
     clip = motion_clip(pipe)
     frames = video(clip, 5, seed=1)
     before = parse_count("parse")
@@ -143,8 +146,12 @@ def test_exact_mode_parses_every_frame_and_presenter_mode_stays_close(weights, p
         diff = np.abs(g.image.astype(int) - w.image.astype(int))
         if i in first_of.values():
             assert diff.max() == 0, i  # the very mask the exact mode makes
-        else:
-            assert diff.max() <= 255 and (diff > 0).mean() < 0.01, (i, diff.max())
+            continue
+        inverse = fa.inverse_matrix(fa.alignment_matrix(
+            np.asarray(frames[i].face.landmarks, np.float64)))
+        y0, y1, x0, x1 = fa.face_region(inverse, fa.FACE_SIZE, g.height, g.width)
+        diff[y0:y1, x0:x1] = 0
+        assert diff.max() == 0, i
 
 
 def test_frames_without_a_clip_key_are_parsed_each_time(weights, pipe):
@@ -186,12 +193,12 @@ def test_engine_cache_bound_holds_with_real_masks(weights, pipe):
 
 
 def test_concurrent_streams_make_each_mask_once(weights, pipe):
-    """Four streams of the same presenter at once on one engine: each motion frame's mask is
-    made once (the others wait for it), and every stream gets the frames the streams would
-    get one after another."""
+    """Three streams of the same presenter video at once on one engine: each motion
+    frame's mask is made once (the others wait for it or find it made), and every stream
+    gets the same frames."""
     engine = GFPGANEngine(weights, "cpu", batch_size=2)
     clip = motion_clip(pipe)
-    videos = [video(clip, 4, seed=10 + s) for s in range(4)]
+    videos = [video(clip, 3, seed=10) for _ in range(3)]
     before = parse_count("presenter")
     results: list = [None] * len(videos)
     errors: list = []
@@ -200,7 +207,7 @@ def test_concurrent_streams_make_each_mask_once(weights, pipe):
     def stream(s: int) -> None:
         try:
             barrier.wait()
-            results[s] = [f for n in range(0, 4, 2)
+            results[s] = [f for n in range(0, 3, 2)
                           for f in engine.restore(videos[s][n:n + 2], weight=1.0)]
         except Exception as exc:  # surfaced below
             errors.append(exc)
@@ -212,6 +219,31 @@ def test_concurrent_streams_make_each_mask_once(weights, pipe):
         t.join(600)
     assert not errors, errors
     assert parse_count("presenter") - before == MOTION_FRAMES
-    again = [engine.restore(v, weight=1.0) for v in videos]  # all masks cached now
-    for got, want in zip(results, again, strict=True):
-        assert all(np.array_equal(g.image, w.image) for g, w in zip(got, want, strict=True))
+    assert len(engine.mask_cache) == MOTION_FRAMES
+    for got in results[1:]:
+        assert [f.index for f in got] == [0, 1, 2]
+        assert all(np.array_equal(g.image, w.image) for g, w in zip(got, results[0],
+                                                                    strict=True))
+
+
+# ---- the motion frame's identity travels with the geometry --------------------------------
+
+
+def test_the_pipeline_stamps_the_clip_key_and_the_wire_keeps_it():
+    """motion_clip's frames carry (clip key, index in the clip); the wire keeps both; a
+    lipsync that derives landmarks from the box keeps them too."""
+    from talkinghead.orchestrator.pipeline import with_clip_identity
+    from talkinghead.services.common.wire import frame_from_proto, frame_to_proto
+    from talkinghead.services.lipsync.lite_engine import _face_for
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    clip = [VideoFrame(i, image, FaceGeometry(box=(10.0, 10.0, 50.0, 50.0))) for i in range(3)]
+    clip.append(VideoFrame(3, image))
+    stamped = with_clip_identity(clip, CLIP_KEY)
+    assert [(f.face.clip_key, f.face.clip_frame) for f in stamped[:3]] == [
+        (CLIP_KEY, 0), (CLIP_KEY, 1), (CLIP_KEY, 2)]
+    assert stamped[3].face is None and clip[0].face.clip_key == ""  # the input is not changed
+    back = frame_from_proto(frame_to_proto(replace(stamped[2], index=40)))
+    assert (back.face.clip_key, back.face.clip_frame, back.index) == (CLIP_KEY, 2, 40)
+    synced = _face_for(stamped[1])  # no landmarks: made from the box, identity kept
+    assert np.any(synced.landmarks) and (synced.clip_key, synced.clip_frame) == (CLIP_KEY, 1)
