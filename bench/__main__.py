@@ -197,6 +197,10 @@ def sections(args: argparse.Namespace, parts: set[str], device: str, weights: Pa
                                        batch["restore"], args.compile)
         yield ("Restore options against the default", restore.options_table(rows),
                [restore.OPTIONS_NOTE, STATISTIC], device)
+        diff = restore.mask_mode_difference(weights, device)
+        yield ("The presenter paste mask against the exact one",
+               restore.mask_difference_table(diff),
+               [restore.MASK_DIFF_NOTE.format(**diff)], device)
     if "job" in parts:
         lengths = sorted(float(x) for x in args.seconds.split(","))
         rows, inside = whole_job.measure(lengths, "neural", weights, device, batch,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from talkinghead.compositor import (
@@ -119,7 +119,7 @@ def motion_clip(
             key = clip_key(face_bytes, template, options, f"{engine.name}:{engine.fingerprint}")
             clip = cache.get(key)
             if clip is not None:
-                return clip, engine.name, True
+                return with_clip_identity(clip, key), engine.name, True
         progress.start("motion", 0)
         clip, header = motion.animate(
             face_bytes, template_arg, options, timeout=timeout,
@@ -133,7 +133,18 @@ def motion_clip(
     if cache is not None and key is not None:
         cache.put(key, clip, {"engine": header.engine.name, "template": template.name,
                               "fingerprint": header.engine.fingerprint})
-    return clip, header.engine.name, False
+    if key is None:  # no cache: the same key all the same, from the engine that answered
+        key = clip_key(face_bytes, template, options,
+                       f"{header.engine.name}:{header.engine.fingerprint}")
+    return with_clip_identity(clip, key), header.engine.name, False
+
+
+def with_clip_identity(clip: list[VideoFrame], key: str) -> list[VideoFrame]:
+    """The clip with each face geometry carrying (clip key, frame index): the motion frame
+    every output frame is made from, which restore keys its paste-back masks on."""
+    return [VideoFrame(f.index, f.image, None if f.face is None else
+                       replace(f.face, clip_key=key, clip_frame=i))
+            for i, f in enumerate(clip)]
 
 
 def template_as_npz(template) -> bytes:

@@ -155,9 +155,13 @@ STAGES: dict[str, Stage] = {
                     neural=False),
             },
             flags=(
-                ServeFlag("--paste-mask", "official face-parser mask, or the cheap square "
-                          "mask; auto: parser when its weights are present", "auto",
-                          {"choices": ["auto", "parse", "square"]}),
+                ServeFlag("--paste-mask", "parse: the official face-parser mask of every "
+                          "frame (exact); presenter: that mask made once per motion-clip "
+                          "frame and reused; square: the cheap square mask; auto: presenter "
+                          "when the parser's weights are present, else square", "auto",
+                          {"choices": ["auto", "presenter", "parse", "square"]}),
+                ServeFlag("--paste-mask-cache-mb", "memory for the presenter masks, MiB "
+                          "(least recently used dropped first)", 1024, {"type": int}),
                 ServeFlag("--bf16", "bf16 autocast on CPU: ~1.7x faster here, but up to 35 "
                           "counts off the fp32 result (see BENCHMARKS.md)", False,
                           {"action": "store_true"}),

@@ -218,6 +218,9 @@ GEOMETRY_OUT_OF_RANGE = [
     ("face.crop_transform[5] must be within -1e+06..1e+06",
      {"box": GOOD_BOX, "crop_transform": [1, 0, 0, 0, 1, INF]}),
     ("face.crop_size must be within 0..4096", {"box": GOOD_BOX, "crop_size": 4097}),
+    ("face.clip_key must be at most 64 characters", {"box": GOOD_BOX, "clip_key": "a" * 65}),
+    ("face.clip_key must be at most 64 characters", {"box": GOOD_BOX, "clip_key": "a/b"}),
+    ("face.clip_frame must be within 0..1e+06", {"box": GOOD_BOX, "clip_frame": 1_000_001}),
 ]
 
 
@@ -229,6 +232,8 @@ def frame_with_geometry(photo, geometry: dict) -> frames_pb2.Frame:
         landmarks=[frames_pb2.Point(**p) for p in geometry.get("landmarks", [])],
         crop_transform=geometry.get("crop_transform", []),
         crop_size=geometry.get("crop_size", 0),
+        clip_key=geometry.get("clip_key", ""),
+        clip_frame=geometry.get("clip_frame", 0),
     ))
     return frame
 

@@ -22,6 +22,11 @@ class FaceGeometry:
     # (2, 3) float32 affine from frame pixels to the square face crop, or None.
     crop_transform: np.ndarray | None = None
     crop_size: int = 0
+    # The motion-clip frame this frame was made from: the clip's key ("" unknown) and the
+    # frame's index in it. What depends only on the motion frame (restore's paste-back
+    # mask) is computed once per (clip_key, clip_frame) and reused.
+    clip_key: str = ""
+    clip_frame: int = 0
 
     @property
     def width(self) -> float:

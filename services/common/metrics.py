@@ -24,6 +24,16 @@ NETWORK_SECONDS = Counter(
     "processing and transport. On cuda only with TALKINGHEAD_NETWORK_TIMING=sync.",
     ["stage"],
 )
+PARSE_MASKS = Counter(
+    "talkinghead_restore_parse_masks_total",
+    "Paste-back masks made with the face parser (one parser run and blur per face), by "
+    "paste-mask mode: parse (every frame) or presenter (once per motion-clip frame).",
+    ["mode"],
+)
+PASTE_MASK_REUSES = Counter(
+    "talkinghead_restore_paste_mask_reuses_total",
+    "Faces pasted with a presenter mask made earlier for the same motion-clip frame.",
+)
 READY = Gauge("talkinghead_ready", "1 once the model is loaded and warm.", ["stage", "engine"])
 
 

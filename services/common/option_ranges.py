@@ -9,6 +9,7 @@ work. Proto3 cannot tell 0 from unset for plain scalars, so where a field says "
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from talkinghead.services.common.errors import InputError
@@ -43,6 +44,12 @@ LANDMARK_COUNTS = (0, 5)
 CROP_TRANSFORM_COUNTS = (0, 6)
 CROP_TRANSFORM_VALUE = Range(-1e6, 1e6)
 CROP_SIZE = Range(0, 4096, "0 means unknown")
+# The motion frame a frame was made from: the clip key (empty: unknown), at most 64 of
+# these characters (the orchestrator sends motion_cache.clip_key: 32 hex digits), and the
+# frame's index in the clip.
+CLIP_KEY_MAX_CHARS = 64
+CLIP_KEY_PATTERN = re.compile(r"[0-9A-Za-z._:-]*")
+CLIP_FRAME = Range(0, 1_000_000)
 
 
 def check_range(value: float, allowed: Range, field: str) -> None:
@@ -77,6 +84,10 @@ def check_face_geometry(msg: frames_pb2.Frame, width: int, height: int) -> None:
     for i, value in enumerate(face.crop_transform):
         check_range(value, CROP_TRANSFORM_VALUE, f"{where}.crop_transform[{i}]")
     check_range(face.crop_size, CROP_SIZE, f"{where}.crop_size")
+    if len(face.clip_key) > CLIP_KEY_MAX_CHARS or not CLIP_KEY_PATTERN.fullmatch(face.clip_key):
+        raise InputError(f"{where}.clip_key must be at most {CLIP_KEY_MAX_CHARS} characters "
+                         f"of 0-9, A-Z, a-z, '.', '_', ':', '-'; got {face.clip_key[:80]!r}")
+    check_range(face.clip_frame, CLIP_FRAME, f"{where}.clip_frame")
 
 
 def checked_frame(msg: frames_pb2.Frame) -> VideoFrame:

@@ -57,6 +57,8 @@ def geometry_to_proto(face: FaceGeometry) -> frames_pb2.FaceGeometry:
         ),
         landmarks=[frames_pb2.Point(x=float(x), y=float(y)) for x, y in face.landmarks],
         crop_size=int(face.crop_size),
+        clip_key=face.clip_key,
+        clip_frame=int(face.clip_frame),
     )
     if face.crop_transform is not None:
         msg.crop_transform.extend(float(v) for v in np.asarray(face.crop_transform).ravel())
@@ -73,6 +75,8 @@ def geometry_from_proto(msg: frames_pb2.FaceGeometry) -> FaceGeometry:
         landmarks=landmarks,
         crop_transform=transform,
         crop_size=msg.crop_size,
+        clip_key=msg.clip_key,
+        clip_frame=msg.clip_frame,
     )
 
 

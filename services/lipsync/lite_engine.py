@@ -24,6 +24,7 @@ once), naming that frame's index.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -280,7 +281,7 @@ def _face_for(frame: VideoFrame) -> FaceGeometry | None:
     if face is None:
         return None
     if not has_landmarks(face):
-        face = FaceGeometry(face.box, landmarks_from_box(face.box), face.crop_transform, face.crop_size)
+        face = dataclasses.replace(face, landmarks=landmarks_from_box(face.box))
     return face
 
 

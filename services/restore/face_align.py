@@ -182,25 +182,42 @@ def upscaled_background(frame: np.ndarray, upscale: float) -> np.ndarray:
                       interpolation=cv2.INTER_LANCZOS4)
 
 
+def parse_mask_region(parse_classes: np.ndarray, inverse: np.ndarray, height: int,
+                      width: int, face_size: int = FACE_SIZE
+                      ) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """``parse_soft_mask`` kept where it can be non-zero: ((y0, y1, x0, x1), float64 mask of
+    that region), what ``paste_face(mask_region=...)`` takes (and the presenter cache keeps)."""
+    mask = parse_soft_mask(parse_classes, inverse, height, width, face_size)
+    y0, y1, x0, x1 = region = face_region(inverse, face_size, height, width)
+    return region, np.ascontiguousarray(mask[y0:y1, x0:x1])
+
+
 def paste_face(background: np.ndarray, restored_face: np.ndarray, inverse: np.ndarray,
-               parse_classes: np.ndarray | None = None, upscale: float = 1.0) -> np.ndarray:
+               parse_classes: np.ndarray | None = None, upscale: float = 1.0,
+               mask_region: tuple[tuple[int, int, int, int], np.ndarray] | None = None
+               ) -> np.ndarray:
     """Composite the restored face into the (already upscaled) background; uint8 out.
 
     With ``parse_classes`` (the parser's argmax on the restored face) the official default
-    mask is used; without, facexlib's square mask.
+    mask is used; with ``mask_region`` (``parse_mask_region``'s, made earlier) that mask;
+    with neither, facexlib's square mask.
     """
     height, width = background.shape[:2]
     face = cv2.warpAffine(restored_face, inverse, (width, height))
-    if parse_classes is not None:
-        mask = parse_soft_mask(parse_classes, inverse, height, width, restored_face.shape[0])
+    if mask_region is None and parse_classes is not None:
+        mask_region = parse_mask_region(parse_classes, inverse, height, width,
+                                        restored_face.shape[0])
+    if mask_region is not None:
+        (y0, y1, x0, x1), m = mask_region
+        m = m[..., None]
     else:
         eroded, mask = square_soft_mask(inverse, height, width, upscale, restored_face.shape[0])
         face = eroded[..., None] * face
-    # Outside the face's square the mask is exactly 0 and the blend gives the background
-    # back unchanged: blend only inside it (a fraction of a large frame).
-    y0, y1, x0, x1 = face_region(inverse, restored_face.shape[0], height, width)
+        # Outside the face's square the mask is exactly 0 and the blend gives the background
+        # back unchanged: blend only inside it (a fraction of a large frame).
+        y0, y1, x0, x1 = face_region(inverse, restored_face.shape[0], height, width)
+        m = mask[y0:y1, x0:x1, None]
     out = background.copy()
-    m = mask[y0:y1, x0:x1, None]
     out[y0:y1, x0:x1] = (m * face[y0:y1, x0:x1] + (1 - m) * background[y0:y1, x0:x1]
                          ).astype(np.uint8)  # truncation, as the official code
     return out

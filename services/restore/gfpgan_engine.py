@@ -22,6 +22,7 @@ import torch
 from talkinghead.services.common.engine_contract import NeuralEngine, RestoreEngine
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.restore import face_align as fa
+from talkinghead.services.restore import paste_masks as pm
 
 if TYPE_CHECKING:
     from talkinghead.services.common.server import ServerSettings
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EYE_DISTANCE_MIN_PX = 5.0  # the official helper skips faces whose eyes are closer
+PASTE_MASKS = ("auto", "presenter", "parse", "square")
 
 
 class GFPGANEngine(NeuralEngine, RestoreEngine):
@@ -36,7 +38,8 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
 
     def __init__(self, weights_dir: Path | None, device: str, batch_size: int = 4,
                  half: bool = False, paste_mask: str = "auto", channels_last: bool = False,
-                 bf16_cpu: bool = False, compile_network: bool = False):
+                 bf16_cpu: bool = False, compile_network: bool = False,
+                 mask_cache_bytes: int = pm.DEFAULT_MAX_BYTES):
         from talkinghead.services.common.checkpoints import file_fingerprint
         from talkinghead.services.common.errors import WeightsError
         from talkinghead.services.restore import gfpgan_weights as gw
@@ -44,16 +47,19 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
         super().__init__(weights_dir, device, batch_size, half)
         weights_dir = self.weights_dir  # a Path from here on
         # "parse": the official soft mask (the face parser, ~470 GFLOPs per face, more than
-        # GFPGAN itself); "square": facexlib's geometric mask, nearly free; "auto": parse
-        # when its weights are there, else square (logged). bench/restore.py measures both.
-        if paste_mask not in ("auto", "parse", "square"):
-            raise ValueError(f"paste_mask must be auto, parse or square, not {paste_mask!r}")
+        # GFPGAN itself) of every restored face; "presenter": that mask made once per
+        # motion-clip frame and reused (paste_masks.py); "square": facexlib's geometric
+        # mask, nearly free; "auto": presenter when the parser's weights are there, else
+        # square (logged). bench/restore.py measures them.
+        if paste_mask not in PASTE_MASKS:
+            raise ValueError(f"paste_mask must be one of {', '.join(PASTE_MASKS)}, "
+                             f"not {paste_mask!r}")
         parser_file = weights_dir / gw.FILES["parsenet"]
-        if paste_mask == "parse" and not parser_file.is_file():
+        if paste_mask in ("parse", "presenter") and not parser_file.is_file():
             # Asked for the official mask: a square one instead would give other pictures
             # (and other timings) without a word, so refuse before loading anything.
             raise WeightsError(
-                f"paste mask 'parse' needs the face parser: missing weights file {parser_file} "
+                f"paste mask {paste_mask!r} needs the face parser: missing weights file {parser_file} "
                 f"(the file GFPGANer downloads, https://github.com/xinntao/facexlib/releases/"
                 f"download/v0.2.2/parsing_parsenet.pth; `talkinghead weights list` shows the "
                 f"layout), or use --paste-mask square or auto")
@@ -63,7 +69,11 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
         self.detector = detector.to(device) if detector is not None else None
         parser = gw.load_parser(weights_dir)
         self.parser = parser.to(device) if parser is not None else None
-        self.use_parser = self.parser is not None and paste_mask in ("auto", "parse")
+        self.use_parser = self.parser is not None and paste_mask != "square"
+        self.paste_mask = ("square" if not self.use_parser
+                           else "presenter" if paste_mask == "auto" else paste_mask)
+        self.mask_cache = (pm.PasteMaskCache(mask_cache_bytes)
+                           if self.paste_mask == "presenter" else None)
         # Measured on this CPU (BENCHMARKS.md): channels_last gives no gain (within 3e-5 of
         # the reference, ~5 % slower uncontended), so it is off; bf16 autocast is ~1.7x
         # faster but up to 0.30 (35 counts) off the reference, so opt-in; torch.compile is
@@ -75,7 +85,10 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
         if compile_network:  # compiled on the first batch (warm-up), minutes on a CPU
             self.restorer = torch.compile(self.restorer)
         self.fingerprint = f"gfpgan-{path.stem}-{file_fingerprint([path])}"
-        mask = ("face parser" if self.use_parser else "square (asked)" if paste_mask == "square"
+        mask = ("face parser, once per motion-clip frame (presenter)"
+                if self.paste_mask == "presenter" else
+                "face parser, every frame (parse)" if self.use_parser
+                else "square (asked)" if paste_mask == "square"
                 else f"square (no face parser file {parser_file})")
         log.info("GFPGAN %s; detector %s; paste mask %s", path.name,
                  "RetinaFace" if self.detector is not None else "Haar (no RetinaFace file)", mask)
@@ -86,7 +99,8 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
         options = settings.options
         return cls(settings.weights_dir, device, settings.batch_size, half=settings.half,
                    paste_mask=options["paste_mask"], bf16_cpu=options["bf16"],
-                   compile_network=options["compile"])
+                   compile_network=options["compile"],
+                   mask_cache_bytes=int(options.get("paste_mask_cache_mb", 1024)) << 20)
 
     @torch.inference_mode()
     def warmup(self) -> None:
@@ -133,9 +147,11 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
         from talkinghead.services.restore.face_tensors import face_to_input, output_to_face
 
         jobs = []  # (frame position, alignment matrix, aligned crop)
+        job_landmarks = []
         for pos, frame in enumerate(frames):
             for landmarks in self.landmarks_of(frame, only_center_face):
                 matrix = fa.alignment_matrix(landmarks)
+                job_landmarks.append(landmarks)
                 jobs.append((pos, matrix, fa.warp_face(frame.image, matrix, "rgb")))
         restored_faces: list[np.ndarray] = []
         for start in range(0, len(jobs), self.batch_size):
@@ -147,18 +163,91 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
                                         crops.reshape(-1, 512 * 3), 1 - weight, 0
                                         ).reshape(faces.shape)
             restored_faces.extend(faces)
-        classes = [None] * len(jobs)
+        inverses = [fa.inverse_matrix(matrix, 1.0) for _, matrix, _ in jobs]
+        masks: list = [None] * len(jobs)  # (region, mask) per face; None: square mask
         if self.use_parser and jobs:
+            masks = self.paste_masks(frames, jobs, job_landmarks, restored_faces, inverses)
+        images = [frame.image for frame in frames]
+        for (pos, _, _), face, inverse, mask in zip(jobs, restored_faces, inverses, masks,
+                                                    strict=True):
+            images[pos] = fa.paste_face(images[pos], face, inverse, mask_region=mask)
+        return [VideoFrame(f.index, image, f.face) for f, image in zip(frames, images, strict=True)]
+
+    def paste_masks(self, frames: list[VideoFrame], jobs: list, landmarks: list,
+                    restored_faces: list, inverses: list) -> list:
+        """The parser's soft mask, in frame coordinates, of every face of a chunk.
+
+        "parse": parsed from each restored face (the official path). "presenter": from the
+        cache when this replica has made the mask of that motion-clip frame before, else
+        parsed from this restored face (the first output frame of that motion frame it sees)
+        and kept; a face with no motion-frame identity (no clip key) is parsed as "parse"
+        does. A mask another stream is making is waited for, not made again.
+        """
+        from talkinghead.services.common.metrics import PARSE_MASKS, PASTE_MASK_REUSES
+
+        cache = self.mask_cache
+        masks: list = [None] * len(jobs)
+        to_parse: list[int] = []  # jobs whose restored face is parsed now
+        claimed: dict[tuple, int] = {}  # key claimed by this call -> the job parsing it
+        later: list[tuple[int, tuple, object]] = []  # (job, key, event or None)
+        for j, (pos, _, _) in enumerate(jobs):
+            key = None
+            if cache is not None:
+                key = pm.mask_key(frames[pos], landmarks[j])
+            if key is None:
+                to_parse.append(j)
+            elif key in claimed:
+                later.append((j, key, None))
+            else:
+                entry, event = cache.claim(key)
+                if entry is not None:
+                    masks[j] = (entry.region, entry.mask)
+                    PASTE_MASK_REUSES.inc()
+                elif event is None:
+                    claimed[key] = j
+                    to_parse.append(j)
+                else:
+                    later.append((j, key, event))
+        owner = {j: key for key, j in claimed.items()}
+        try:
+            if to_parse:
+                from talkinghead.services.restore.face_parsing import parse
+
+                height_width = [frames[jobs[j][0]].image.shape[:2] for j in to_parse]
+                for start in range(0, len(to_parse), self.batch_size):
+                    part = to_parse[start:start + self.batch_size]
+                    classes = parse(self.parser, np.stack([restored_faces[j] for j in part]),
+                                    "rgb")
+                    for j, parsed, (h, w) in zip(part, classes,
+                                                 height_width[start:start + len(part)],
+                                                 strict=True):
+                        masks[j] = fa.parse_mask_region(parsed, inverses[j], h, w)
+                        PARSE_MASKS.labels(self.paste_mask).inc()
+                        if j in owner:
+                            cache.put(owner.pop(j),
+                                      pm.PasteMask(masks[j][0], masks[j][1]))
+        finally:
+            for key in owner.values():  # claims left by an error: the waiters make them
+                cache.release(key)
+        for j, key, event in later:
+            if event is not None:
+                event.wait(pm.WAIT_SECONDS)
+                entry = cache.get(key)
+            else:  # made by this call, earlier in the chunk (may be evicted already)
+                mask = masks[claimed[key]]
+                entry = pm.PasteMask(*mask) if mask is not None else None
+            if entry is not None:
+                masks[j] = (entry.region, entry.mask)
+                PASTE_MASK_REUSES.inc()
+                continue
+            # the other stream failed, or its mask was evicted at once: make it here
             from talkinghead.services.restore.face_parsing import parse
 
-            for start in range(0, len(jobs), self.batch_size):
-                batch = np.stack(restored_faces[start:start + self.batch_size])
-                classes[start:start + len(batch)] = list(parse(self.parser, batch, "rgb"))
-        images = [frame.image for frame in frames]
-        for (pos, matrix, _), face, parsed in zip(jobs, restored_faces, classes, strict=True):
-            inverse = fa.inverse_matrix(matrix, 1.0)
-            images[pos] = fa.paste_face(images[pos], face, inverse, parsed)
-        return [VideoFrame(f.index, image, f.face) for f, image in zip(frames, images, strict=True)]
+            h, w = frames[jobs[j][0]].image.shape[:2]
+            parsed = parse(self.parser, restored_faces[j][None], "rgb")[0]
+            masks[j] = fa.parse_mask_region(parsed, inverses[j], h, w)
+            PARSE_MASKS.labels(self.paste_mask).inc()
+        return masks
 
 
 def to_channels_last(module: torch.nn.Module) -> torch.nn.Module:

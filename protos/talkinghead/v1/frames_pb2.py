@@ -24,25 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btalkinghead/v1/frames.proto\x12\x0etalkinghead.v1\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"5\n\x03\x42ox\x12\n\n\x02x0\x18\x01 \x01(\x02\x12\n\n\x02y0\x18\x02 \x01(\x02\x12\n\n\x02x1\x18\x03 \x01(\x02\x12\n\n\x02y1\x18\x04 \x01(\x02\"\x85\x01\n\x0c\x46\x61\x63\x65Geometry\x12 \n\x03\x62ox\x18\x01 \x01(\x0b\x32\x13.talkinghead.v1.Box\x12(\n\tlandmarks\x18\x02 \x03(\x0b\x32\x15.talkinghead.v1.Point\x12\x16\n\x0e\x63rop_transform\x18\x03 \x03(\x02\x12\x11\n\tcrop_size\x18\x04 \x01(\r\"\x9c\x01\n\x05\x46rame\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12+\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x1b.talkinghead.v1.PixelFormat\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12*\n\x04\x66\x61\x63\x65\x18\x06 \x01(\x0b\x32\x1c.talkinghead.v1.FaceGeometry\"H\n\x05\x41udio\x12\x1c\n\x12pcm_s16le_16k_mono\x18\x01 \x01(\x0cH\x00\x12\x16\n\x0c\x65ncoded_file\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"?\n\nEngineInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t*p\n\x0bPixelFormat\x12\x1c\n\x18PIXEL_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12PIXEL_FORMAT_RGB24\x10\x01\x12\x14\n\x10PIXEL_FORMAT_PNG\x10\x02\x12\x15\n\x11PIXEL_FORMAT_JPEG\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btalkinghead/v1/frames.proto\x12\x0etalkinghead.v1\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"5\n\x03\x42ox\x12\n\n\x02x0\x18\x01 \x01(\x02\x12\n\n\x02y0\x18\x02 \x01(\x02\x12\n\n\x02x1\x18\x03 \x01(\x02\x12\n\n\x02y1\x18\x04 \x01(\x02\"\xab\x01\n\x0c\x46\x61\x63\x65Geometry\x12 \n\x03\x62ox\x18\x01 \x01(\x0b\x32\x13.talkinghead.v1.Box\x12(\n\tlandmarks\x18\x02 \x03(\x0b\x32\x15.talkinghead.v1.Point\x12\x16\n\x0e\x63rop_transform\x18\x03 \x03(\x02\x12\x11\n\tcrop_size\x18\x04 \x01(\r\x12\x10\n\x08\x63lip_key\x18\x05 \x01(\t\x12\x12\n\nclip_frame\x18\x06 \x01(\r\"\x9c\x01\n\x05\x46rame\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12+\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x1b.talkinghead.v1.PixelFormat\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12*\n\x04\x66\x61\x63\x65\x18\x06 \x01(\x0b\x32\x1c.talkinghead.v1.FaceGeometry\"H\n\x05\x41udio\x12\x1c\n\x12pcm_s16le_16k_mono\x18\x01 \x01(\x0cH\x00\x12\x16\n\x0c\x65ncoded_file\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"?\n\nEngineInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t*p\n\x0bPixelFormat\x12\x1c\n\x18PIXEL_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12PIXEL_FORMAT_RGB24\x10\x01\x12\x14\n\x10PIXEL_FORMAT_PNG\x10\x02\x12\x15\n\x11PIXEL_FORMAT_JPEG\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'talkinghead.v1.frames_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PIXELFORMAT']._serialized_start=567
-  _globals['_PIXELFORMAT']._serialized_end=679
+  _globals['_PIXELFORMAT']._serialized_start=605
+  _globals['_PIXELFORMAT']._serialized_end=717
   _globals['_POINT']._serialized_start=47
   _globals['_POINT']._serialized_end=76
   _globals['_BOX']._serialized_start=78
   _globals['_BOX']._serialized_end=131
   _globals['_FACEGEOMETRY']._serialized_start=134
-  _globals['_FACEGEOMETRY']._serialized_end=267
-  _globals['_FRAME']._serialized_start=270
-  _globals['_FRAME']._serialized_end=426
-  _globals['_AUDIO']._serialized_start=428
-  _globals['_AUDIO']._serialized_end=500
-  _globals['_ENGINEINFO']._serialized_start=502
-  _globals['_ENGINEINFO']._serialized_end=565
+  _globals['_FACEGEOMETRY']._serialized_end=305
+  _globals['_FRAME']._serialized_start=308
+  _globals['_FRAME']._serialized_end=464
+  _globals['_AUDIO']._serialized_start=466
+  _globals['_AUDIO']._serialized_end=538
+  _globals['_ENGINEINFO']._serialized_start=540
+  _globals['_ENGINEINFO']._serialized_end=603
 # @@protoc_insertion_point(module_scope)

@@ -39,16 +39,20 @@ class Box(_message.Message):
     def __init__(self, x0: _Optional[float] = ..., y0: _Optional[float] = ..., x1: _Optional[float] = ..., y1: _Optional[float] = ...) -> None: ...
 
 class FaceGeometry(_message.Message):
-    __slots__ = ("box", "landmarks", "crop_transform", "crop_size")
+    __slots__ = ("box", "landmarks", "crop_transform", "crop_size", "clip_key", "clip_frame")
     BOX_FIELD_NUMBER: _ClassVar[int]
     LANDMARKS_FIELD_NUMBER: _ClassVar[int]
     CROP_TRANSFORM_FIELD_NUMBER: _ClassVar[int]
     CROP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CLIP_KEY_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FRAME_FIELD_NUMBER: _ClassVar[int]
     box: Box
     landmarks: _containers.RepeatedCompositeFieldContainer[Point]
     crop_transform: _containers.RepeatedScalarFieldContainer[float]
     crop_size: int
-    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., landmarks: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., crop_transform: _Optional[_Iterable[float]] = ..., crop_size: _Optional[int] = ...) -> None: ...
+    clip_key: str
+    clip_frame: int
+    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., landmarks: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., crop_transform: _Optional[_Iterable[float]] = ..., crop_size: _Optional[int] = ..., clip_key: _Optional[str] = ..., clip_frame: _Optional[int] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("index", "width", "height", "format", "data", "face")
