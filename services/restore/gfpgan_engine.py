@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import torch
 
@@ -130,35 +129,71 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
     @torch.inference_mode()
     def restore(self, frames: list[VideoFrame], weight: float = 0.5,
                 only_center_face: bool = False) -> list[VideoFrame]:
-        from talkinghead.services.restore.face_tensors import face_to_input, output_to_face
+        """Crop, network, parser and paste-back of each batch of faces on the engine's
+        device (services/restore/device_paste.py: the host path's arithmetic, bit-identical
+        on cpu and cuda); the frames go to the device once and come back once."""
+        from talkinghead.services.restore import device_paste as dp
 
-        jobs = []  # (frame position, alignment matrix, aligned crop)
+        jobs = []  # (frame position, alignment matrix)
         for pos, frame in enumerate(frames):
             for landmarks in self.landmarks_of(frame, only_center_face):
-                matrix = fa.alignment_matrix(landmarks)
-                jobs.append((pos, matrix, fa.warp_face(frame.image, matrix, "rgb")))
-        restored_faces: list[np.ndarray] = []
+                jobs.append((pos, fa.alignment_matrix(landmarks)))
+        if not jobs:
+            return [VideoFrame(f.index, f.image, f.face) for f in frames]
+        device = torch.device(self.device)
+        originals = {pos: torch.from_numpy(np.ascontiguousarray(frames[pos].image)
+                                           ).to(device).permute(2, 0, 1)
+                     for pos in sorted({pos for pos, _ in jobs})}
+        pasted = dict(originals)
+        border = fa.BORDER_BGR[::-1]  # our frames are RGB
         for start in range(0, len(jobs), self.batch_size):
-            crops = np.stack([crop for _, _, crop in jobs[start:start + self.batch_size]])
-            x = face_to_input(crops, "rgb").to(self.device, self.dtype)
-            faces = output_to_face(self.run_network(x).float(), "rgb")
+            batch = jobs[start:start + self.batch_size]
+            crops = torch.cat([dp.warp_crops(torch.stack([originals[pos] for pos, _ in group]),
+                                             [m for _, m in group], border)
+                               for group in by_shape(batch, originals)])
+            order = [job for group in by_shape(batch, originals) for job in group]
+            faces = dp.output_to_faces(
+                self.run_network(dp.crops_to_input(crops).to(self.dtype)).float())
             if weight < 1.0:
-                faces = cv2.addWeighted(faces.reshape(-1, 512 * 3), weight,
-                                        crops.reshape(-1, 512 * 3), 1 - weight, 0
-                                        ).reshape(faces.shape)
-            restored_faces.extend(faces)
-        classes = [None] * len(jobs)
-        if self.use_parser and jobs:
-            from talkinghead.services.restore.face_parsing import parse
+                faces = dp.blend_with_crops(faces, crops, weight)
+            if self.use_parser:
+                from talkinghead.services.restore.face_parsing import parse_tensor
 
-            for start in range(0, len(jobs), self.batch_size):
-                batch = np.stack(restored_faces[start:start + self.batch_size])
-                classes[start:start + len(batch)] = list(parse(self.parser, batch, "rgb"))
+                classes = parse_tensor(self.parser, faces).cpu().numpy()
+            # one paste per face; a frame with several faces takes them in turn
+            rounds: list[list[int]] = []
+            for k, (pos, _) in enumerate(order):
+                free = next((r for r in rounds if all(order[i][0] != pos for i in r)), None)
+                if free is None:
+                    rounds.append(free := [])
+                free.append(k)
+            for r in rounds:
+                for group in by_shape([(k, order[k][0]) for k in r],
+                                      {k: pasted[order[k][0]] for k in r}):
+                    ks = [k for k, _ in group]
+                    inverses = [fa.inverse_matrix(order[k][1], 1.0) for k in ks]
+                    background = torch.stack([pasted[order[k][0]] for k in ks])
+                    height, width = background.shape[-2:]
+                    if self.use_parser:
+                        masks = [fa.parse_face_mask(classes[k]) for k in ks]
+                        out = dp.paste_faces(background, faces[ks], inverses, masks)
+                    else:
+                        masks = [fa.square_soft_mask(inv, height, width) for inv in inverses]
+                        out = dp.paste_faces(background, faces[ks], inverses, masks, square=True)
+                    for k, image in zip(ks, out, strict=True):
+                        pasted[order[k][0]] = image
         images = [frame.image for frame in frames]
-        for (pos, matrix, _), face, parsed in zip(jobs, restored_faces, classes, strict=True):
-            inverse = fa.inverse_matrix(matrix, 1.0)
-            images[pos] = fa.paste_face(images[pos], face, inverse, parsed)
+        for pos, image in pasted.items():
+            images[pos] = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
         return [VideoFrame(f.index, image, f.face) for f, image in zip(frames, images, strict=True)]
+
+
+def by_shape(jobs: list, tensors: dict) -> list[list]:
+    """``jobs`` (key, ...) grouped by the shape of ``tensors[key]``, order kept in each."""
+    groups: dict[tuple, list] = {}
+    for job in jobs:
+        groups.setdefault(tuple(tensors[job[0]].shape), []).append(job)
+    return list(groups.values())
 
 
 def to_channels_last(module: torch.nn.Module) -> torch.nn.Module:
