@@ -51,29 +51,29 @@ def _invert(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(np.asarray(matrix, np.float64))
 
 
-def _pad(src: torch.Tensor, border: torch.Tensor | float) -> torch.Tensor:
-    """[N,C,H,W] → [N,C,H+4,W+4] with two pixels of constant border: a sample whose taps
-    are clamped to the pad reads the border (OpenCV's BORDER_CONSTANT)."""
-    n, c, h, w = src.shape
-    out = src.new_empty((n, c, h + 4, w + 4))
-    if isinstance(border, torch.Tensor):
-        out[...] = border.view(1, c, 1, 1)
-    else:
-        out.fill_(border)
-    out[:, :, 2:h + 2, 2:w + 2] = src
+def _pad(src: torch.Tensor, border: tuple[float, ...] | float) -> torch.Tensor:
+    """[N,H,W,C] → [N,H+4,W+4,C] with two pixels of constant border (same dtype): a sample
+    whose taps are clamped to the pad reads the border (OpenCV's BORDER_CONSTANT)."""
+    n, h, w, c = src.shape
+    out = src.new_empty((n, h + 4, w + 4, c))
+    out[...] = torch.tensor(border, dtype=src.dtype, device=src.device) if isinstance(
+        border, tuple) else border
+    out[:, 2:h + 2, 2:w + 2] = src
     return out
 
 
 def _taps(padded: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor):
     """The 2x2 neighbourhood at integer positions ix, iy [N,h,w] (source coordinates) of a
-    padded source: four [N,C,h,w] tensors p00, p01, p10, p11."""
-    n, c, hp, wp = padded.shape
+    padded source [N,Hp,Wp,C]: four [N,h,w,C] tensors p00, p01, p10, p11, gathered as
+    whole pixels (one row of C values per index) from the flattened batch."""
+    n, hp, wp, c = padded.shape
     ix = ix.clamp(-2, wp - 4) + 2  # far outside: both taps on the border
     iy = iy.clamp(-2, hp - 4) + 2
-    index = (iy * wp + ix).reshape(n, 1, -1).expand(n, c, -1)
-    flat = padded.reshape(n, c, -1)
-    shape = (n, c) + tuple(ix.shape[1:])
-    return [flat.gather(2, index + off).reshape(shape) for off in (0, 1, wp, wp + 1)]
+    base = torch.arange(n, device=ix.device).view(n, *([1] * (ix.dim() - 1))) * (hp * wp)
+    index = (iy * wp + ix + base).reshape(-1)
+    flat = padded.reshape(n * hp * wp, c)
+    shape = tuple(ix.shape) + (c,)
+    return [flat.index_select(0, index + off).reshape(shape) for off in (0, 1, wp, wp + 1)]
 
 
 # ---- the crop: face_align.warp_bilinear, batched ----------------------------------------
@@ -81,8 +81,8 @@ def _taps(padded: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor):
 
 def warp_crops(frames: torch.Tensor, matrices: list[np.ndarray], border: tuple[int, ...],
                size: int = FACE_SIZE) -> torch.Tensor:
-    """Aligned crops [N,C,size,size] (float, integer values, round half to even) of
-    ``frames`` [N,C,H,W] uint8 on the device, ``matrices`` frame → crop.
+    """Aligned crops [N,size,size,C] (float, integer values, round half to even) of
+    ``frames`` [N,H,W,C] uint8 on the device, ``matrices`` frame → crop.
 
     face_align.warp_face's exact float64 warp, same operations in the same order: on cpu
     and cuda bit-identical to it (the reference pack's crop within 1 count)."""
@@ -95,26 +95,26 @@ def warp_crops(frames: torch.Tensor, matrices: list[np.ndarray], border: tuple[i
     ax = (inv[:, 0, 1] * ys + inv[:, 0, 2]) + inv[:, 0, 0] * xs  # as warp_bilinear
     ay = (inv[:, 1, 1] * ys + inv[:, 1, 2]) + inv[:, 1, 0] * xs
     fx, fy = torch.floor(ax), torch.floor(ay)
-    ax, ay = (ax - fx).unsqueeze(1), (ay - fy).unsqueeze(1)
-    padded = _pad(frames.to(dtype), torch.tensor(border, dtype=dtype, device=frames.device))
-    p00, p01, p10, p11 = _taps(padded, fx.long(), fy.long())
-    top = (p01 - p00) * ax + p00
-    out = (p11 - p10) * ax + p10
-    return torch.round((out - top) * ay + top)
+    ax, ay = (ax - fx).unsqueeze(-1), (ay - fy).unsqueeze(-1)
+    p00, p01, p10, p11 = _taps(_pad(frames, tuple(border)), fx.long(), fy.long())
+    # differences of uint8 values are exact in int16: the same float64 values, fewer copies
+    top = (p01.short() - p00.short()).to(dtype).mul_(ax).add_(p00)
+    out = (p11.short() - p10.short()).to(dtype).mul_(ax).add_(p10)
+    return torch.round_(out.sub_(top).mul_(ay).add_(top))
 
 
 def crops_to_input(crops: torch.Tensor) -> torch.Tensor:
-    """face_tensors.face_to_input for RGB crops [N,3,H,W] already on the device: /255 in
-    float64 (float32 on mps), to float32, (x − 0.5)/0.5."""
+    """face_tensors.face_to_input for RGB crops [N,H,W,3] already on the device: /255 in
+    float64 (float32 on mps), to float32, (x − 0.5)/0.5; [N,3,H,W] out."""
     x = (crops.to(float_dtype(crops.device)) / 255.0).to(torch.float32)
-    return (x - 0.5) / 0.5
+    return ((x - 0.5) / 0.5).permute(0, 3, 1, 2).contiguous()
 
 
 def output_to_faces(image: torch.Tensor) -> torch.Tensor:
     """face_tensors.output_to_face on the device: clamp, (x + 1)/2, ×255 in float32, round
-    half to even; float32 [N,3,H,W] with integer values 0..255."""
+    half to even; float32 [N,H,W,3] with integer values 0..255."""
     x = image.to(torch.float32).clamp(-1, 1)
-    return torch.round((x + 1) / 2 * 255.0)
+    return torch.round((x + 1) / 2 * 255.0).permute(0, 2, 3, 1)
 
 
 def blend_with_crops(faces: torch.Tensor, crops: torch.Tensor, weight: float) -> torch.Tensor:
@@ -127,88 +127,89 @@ def blend_with_crops(faces: torch.Tensor, crops: torch.Tensor, weight: float) ->
 # ---- the paste-back: OpenCV 4's warpAffine, region by region ---------------------------
 
 
-def _fixed_positions(inverse: np.ndarray, y0: int, y1: int, x0: int, x1: int):
-    """warpAffine's source positions of the dst pixels [y0:y1, x0:x1] for ``inverse``
-    (crop → frame), in 1/32 pixel as OpenCV 4 computes them: (ix, iy, fx, fy), int64."""
-    m = _invert(inverse).ravel()  # frame → crop: where each frame pixel samples the face
-    xs = np.arange(x0, x1, dtype=np.float64)
-    ys = np.arange(y0, y1, dtype=np.float64)
+def _fixed_positions(inverses: list[np.ndarray], regions: list[tuple[int, int, int, int]],
+                     rh: int, rw: int, device: torch.device):
+    """warpAffine's source positions of the dst pixels of each region (padded to rh x rw)
+    for ``inverses`` (crop → frame), in 1/32 pixel as OpenCV 4 computes them: (ix, iy, fx,
+    fy), int64 [N,rh,rw], on the device (float64 then integers; on mps float32, which can
+    move a position by 1/32 pixel)."""
+    dtype = float_dtype(device)
+    m = torch.tensor(np.stack([_invert(inv).ravel() for inv in inverses]), dtype=dtype,
+                     device=device)  # frame → crop: where each frame pixel samples the face
+    origin = torch.tensor([(x0, y0) for y0, _, x0, _ in regions], dtype=dtype, device=device)
+    xs = torch.arange(rw, dtype=dtype, device=device) + origin[:, :1]  # [N,rw]
+    ys = torch.arange(rh, dtype=dtype, device=device) + origin[:, 1:]  # [N,rh]
     round_delta = AB_SCALE // INTER_TAB // 2
-    adelta = np.rint(m[0] * xs * AB_SCALE).astype(np.int64)
-    bdelta = np.rint(m[3] * xs * AB_SCALE).astype(np.int64)
-    x_row = np.rint((m[1] * ys + m[2]) * AB_SCALE).astype(np.int64) + round_delta
-    y_row = np.rint((m[4] * ys + m[5]) * AB_SCALE).astype(np.int64) + round_delta
-    X = (x_row[:, None] + adelta[None, :]) >> (AB_BITS - INTER_BITS)
-    Y = (y_row[:, None] + bdelta[None, :]) >> (AB_BITS - INTER_BITS)
-    return X >> INTER_BITS, Y >> INTER_BITS, X & (INTER_TAB - 1), Y & (INTER_TAB - 1)
+
+    def cv_round(v):  # cvRound: to nearest, half to even
+        return torch.round(v).long()
+
+    adelta = cv_round(m[:, 0:1] * xs * AB_SCALE)
+    bdelta = cv_round(m[:, 3:4] * xs * AB_SCALE)
+    x_row = cv_round((m[:, 1:2] * ys + m[:, 2:3]) * AB_SCALE) + round_delta
+    y_row = cv_round((m[:, 4:5] * ys + m[:, 5:6]) * AB_SCALE) + round_delta
+    big_x = (x_row[:, :, None] + adelta[:, None, :]) >> (AB_BITS - INTER_BITS)
+    big_y = (y_row[:, :, None] + bdelta[:, None, :]) >> (AB_BITS - INTER_BITS)
+    return (big_x >> INTER_BITS, big_y >> INTER_BITS,
+            big_x & (INTER_TAB - 1), big_y & (INTER_TAB - 1))
 
 
 def paste_faces(frames: torch.Tensor, faces: torch.Tensor, inverses: list[np.ndarray],
-                masks: torch.Tensor | list[np.ndarray], square: bool = False) -> torch.Tensor:
+                masks: torch.Tensor | list, square: bool = False) -> torch.Tensor:
     """Composite restored faces into their frames, as face_align.paste_face: uint8 out.
 
-    frames [N,3,H,W] uint8 and faces [N,3,S,S] (integer values) on the device, one face per
+    frames [N,H,W,3] uint8 and faces [N,S,S,3] (integer values) on the device, one face per
     entry (a frame with two faces comes twice: the caller pastes them in turn). ``masks``
     are the 0..1 soft masks in face coordinates [N,S,S] (the parse mask before its warp) or,
     with ``square``, facexlib's (eroded, soft) masks already in frame coordinates
     (face_align.square_soft_mask), as a list of host arrays.
 
     Only the face's region (face_align.face_region) is computed; outside it the blend gives
-    the frame back unchanged. All regions of the batch are padded to the largest one so the
+    the frame back unchanged. The regions of the batch are padded to the largest one so the
     warp is one gather per tap over the batch.
     """
     device, dtype = frames.device, float_dtype(frames.device)
-    n, c, height, width = frames.shape
-    size = faces.shape[-1]
+    n, height, width, _ = frames.shape
+    size = faces.shape[1]
     regions = [face_region(inv, size, height, width) for inv in inverses]
     rh = max(max(y1 - y0 for y0, y1, _, _ in regions), 1)
     rw = max(max(x1 - x0 for _, _, x0, x1 in regions), 1)
-    pos = np.zeros((4, n, rh, rw), np.int64)
-    pos[:2] = -2  # rows/columns beyond a smaller region sample the border: unused
-    for k, ((y0, y1, x0, x1), inv) in enumerate(zip(regions, inverses, strict=True)):
-        ix, iy, fx, fy = _fixed_positions(inv, y0, y1, x0, x1)
-        pos[:, k, :y1 - y0, :x1 - x0] = ix, iy, fx, fy
-    pos_t = torch.from_numpy(pos).to(device)
-    ix, iy, fx, fy = pos_t[0], pos_t[1], pos_t[2], pos_t[3]
-    # uint8 face: OpenCV's integer weights, (Σ w·p + 2**14) >> 15
-    wx1, wy1 = fx.unsqueeze(1), fy.unsqueeze(1)
+    ix, iy, fx, fy = _fixed_positions(inverses, regions, rh, rw, device)
+    # uint8 face: OpenCV's integer weights (2**15 in all), (Σ w·p + 2**14) >> 15, in int32
+    wx1, wy1 = fx.int().unsqueeze(-1), fy.int().unsqueeze(-1)
     wx0, wy0 = INTER_TAB - wx1, INTER_TAB - wy1
     scale = 1 << (COEF_BITS - 2 * INTER_BITS)
-    p00, p01, p10, p11 = _taps(_pad(faces.to(torch.int64), 0), ix, iy)
+    p00, p01, p10, p11 = (t.int() for t in _taps(_pad(faces.to(torch.uint8), 0), ix, iy))
     warped = ((p00 * (wy0 * wx0 * scale) + p01 * (wy0 * wx1 * scale)
                + p10 * (wy1 * wx0 * scale) + p11 * (wy1 * wx1 * scale)
-               + (1 << (COEF_BITS - 1))) >> COEF_BITS).to(dtype)
+               + (1 << (COEF_BITS - 1))) >> COEF_BITS)
     if square:
         # as numpy computes facexlib's formula here: float32 masks, so float32 products
         dtype = torch.float32
-        soft = torch.zeros((n, 1, rh, rw), dtype=dtype, device=device)
-        eroded = torch.zeros_like(soft)
+        host = np.zeros((2, n, rh, rw, 1), np.float32)
         for k, ((y0, y1, x0, x1), (er, so)) in enumerate(zip(regions, masks, strict=True)):
-            eroded[k, 0, :y1 - y0, :x1 - x0] = torch.from_numpy(
-                np.ascontiguousarray(er[y0:y1, x0:x1], np.float32)).to(device)
-            soft[k, 0, :y1 - y0, :x1 - x0] = torch.from_numpy(
-                np.ascontiguousarray(so[y0:y1, x0:x1], np.float32)).to(device)
+            host[0, k, :y1 - y0, :x1 - x0, 0] = er[y0:y1, x0:x1]
+            host[1, k, :y1 - y0, :x1 - x0, 0] = so[y0:y1, x0:x1]
+        eroded, mask = torch.from_numpy(host).to(device)
         warped = eroded * warped.to(dtype)
-        mask = soft
     else:
         if isinstance(masks, list):
             masks = torch.from_numpy(np.stack(masks)).to(device, dtype)
-        # float mask: OpenCV's float32 weights (fractions of 32: exact), summed in float64
+        # float mask: OpenCV's float32 weights (fractions of 32: exact), summed as it sums
         area = INTER_TAB * INTER_TAB
-        w = [((INTER_TAB - fy) * (INTER_TAB - fx)).to(dtype) / area,
-             ((INTER_TAB - fy) * fx).to(dtype) / area,
-             (fy * (INTER_TAB - fx)).to(dtype) / area,
-             (fy * fx).to(dtype) / area]
-        m00, m01, m10, m11 = _taps(_pad(masks.to(dtype).unsqueeze(1), 0.0), ix, iy)
-        mask = m00 * w[0].unsqueeze(1) + m01 * w[1].unsqueeze(1)
-        mask = mask + m10 * w[2].unsqueeze(1)
-        mask = mask + m11 * w[3].unsqueeze(1)
+        fx, fy = fx.unsqueeze(-1), fy.unsqueeze(-1)
+        m00, m01, m10, m11 = _taps(_pad(masks.to(dtype).unsqueeze(-1), 0.0), ix, iy)
+        mask = m00 * (((INTER_TAB - fy) * (INTER_TAB - fx)).to(dtype) / area)
+        mask += m01 * (((INTER_TAB - fy) * fx).to(dtype) / area)
+        mask += m10 * ((fy * (INTER_TAB - fx)).to(dtype) / area)
+        mask += m11 * ((fy * fx).to(dtype) / area)
+        warped = warped.to(dtype)
     out = frames.clone()
     for k, (y0, y1, x0, x1) in enumerate(regions):
         if y1 <= y0 or x1 <= x0:
             continue
-        m = mask[k, :, :y1 - y0, :x1 - x0]
-        bg = frames[k, :, y0:y1, x0:x1].to(dtype)
-        blended = m * warped[k, :, :y1 - y0, :x1 - x0] + (1 - m) * bg
-        out[k, :, y0:y1, x0:x1] = blended.to(torch.uint8)  # truncation, as the official code
+        m = mask[k, :y1 - y0, :x1 - x0]
+        bg = frames[k, y0:y1, x0:x1].to(dtype)
+        blended = m * warped[k, :y1 - y0, :x1 - x0] + (1 - m) * bg
+        out[k, y0:y1, x0:x1] = blended.to(torch.uint8)  # truncation, as the official code
     return out

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 import torch
 
@@ -35,7 +36,8 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
 
     def __init__(self, weights_dir: Path | None, device: str, batch_size: int = 4,
                  half: bool = False, paste_mask: str = "auto", channels_last: bool = False,
-                 bf16_cpu: bool = False, compile_network: bool = False):
+                 bf16_cpu: bool = False, compile_network: bool = False,
+                 device_paste: bool | None = None):
         from talkinghead.services.common.checkpoints import file_fingerprint
         from talkinghead.services.common.errors import WeightsError
         from talkinghead.services.restore import gfpgan_weights as gw
@@ -73,6 +75,12 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
         self.bf16_cpu = bf16_cpu and device == "cpu"
         if compile_network:  # compiled on the first batch (warm-up), minutes on a CPU
             self.restorer = torch.compile(self.restorer)
+        # The per-frame work around the network (crop, conversions, paste-back) as torch
+        # ops on the device (device_paste.py, bit-identical to the host path on cpu and
+        # cuda) on cuda and mps; on a CPU the host path (numpy/OpenCV) stays: measured no
+        # faster there, and much slower when the cores are shared (torch's thread pool).
+        self.device_paste = (torch.device(device).type != "cpu" if device_paste is None
+                             else device_paste)
         self.fingerprint = f"gfpgan-{path.stem}-{file_fingerprint([path])}"
         mask = ("face parser" if self.use_parser else "square (asked)" if paste_mask == "square"
                 else f"square (no face parser file {parser_file})")
@@ -129,6 +137,48 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
     @torch.inference_mode()
     def restore(self, frames: list[VideoFrame], weight: float = 0.5,
                 only_center_face: bool = False) -> list[VideoFrame]:
+        if self.device_paste:
+            return self.restore_on_device(frames, weight, only_center_face)
+        return self.restore_on_host(frames, weight, only_center_face)
+
+    @torch.inference_mode()
+    def restore_on_host(self, frames: list[VideoFrame], weight: float = 0.5,
+                        only_center_face: bool = False) -> list[VideoFrame]:
+        """The per-frame work in numpy/OpenCV on the host, the network on the device."""
+        from talkinghead.services.restore.face_tensors import face_to_input, output_to_face
+
+        jobs = []  # (frame position, alignment matrix, aligned crop)
+        for pos, frame in enumerate(frames):
+            for landmarks in self.landmarks_of(frame, only_center_face):
+                matrix = fa.alignment_matrix(landmarks)
+                jobs.append((pos, matrix, fa.warp_face(frame.image, matrix, "rgb")))
+        restored_faces: list[np.ndarray] = []
+        for start in range(0, len(jobs), self.batch_size):
+            crops = np.stack([crop for _, _, crop in jobs[start:start + self.batch_size]])
+            x = face_to_input(crops, "rgb").to(self.device, self.dtype)
+            faces = output_to_face(self.run_network(x).float(), "rgb")
+            if weight < 1.0:
+                faces = cv2.addWeighted(faces.reshape(-1, 512 * 3), weight,
+                                        crops.reshape(-1, 512 * 3), 1 - weight, 0
+                                        ).reshape(faces.shape)
+            restored_faces.extend(faces)
+        classes = [None] * len(jobs)
+        if self.use_parser and jobs:
+            from talkinghead.services.restore.face_parsing import parse
+
+            for start in range(0, len(jobs), self.batch_size):
+                batch = np.stack(restored_faces[start:start + self.batch_size])
+                classes[start:start + len(batch)] = list(parse(self.parser, batch, "rgb"))
+        images = [frame.image for frame in frames]
+        for (pos, matrix, _), face, parsed in zip(jobs, restored_faces, classes, strict=True):
+            inverse = fa.inverse_matrix(matrix, 1.0)
+            images[pos] = fa.paste_face(images[pos], face, inverse, parsed)
+        return [VideoFrame(f.index, image, f.face) for f, image in zip(frames, images, strict=True)]
+
+
+    @torch.inference_mode()
+    def restore_on_device(self, frames: list[VideoFrame], weight: float = 0.5,
+                          only_center_face: bool = False) -> list[VideoFrame]:
         """Crop, network, parser and paste-back of each batch of faces on the engine's
         device (services/restore/device_paste.py: the host path's arithmetic, bit-identical
         on cpu and cuda); the frames go to the device once and come back once."""
@@ -141,8 +191,7 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
         if not jobs:
             return [VideoFrame(f.index, f.image, f.face) for f in frames]
         device = torch.device(self.device)
-        originals = {pos: torch.from_numpy(np.ascontiguousarray(frames[pos].image)
-                                           ).to(device).permute(2, 0, 1)
+        originals = {pos: torch.from_numpy(np.ascontiguousarray(frames[pos].image)).to(device)
                      for pos in sorted({pos for pos, _ in jobs})}
         pasted = dict(originals)
         border = fa.BORDER_BGR[::-1]  # our frames are RGB
@@ -159,7 +208,7 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
             if self.use_parser:
                 from talkinghead.services.restore.face_parsing import parse_tensor
 
-                classes = parse_tensor(self.parser, faces).cpu().numpy()
+                classes = parse_tensor(self.parser, faces.permute(0, 3, 1, 2)).cpu().numpy()
             # one paste per face; a frame with several faces takes them in turn
             rounds: list[list[int]] = []
             for k, (pos, _) in enumerate(order):
@@ -173,7 +222,7 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
                     ks = [k for k, _ in group]
                     inverses = [fa.inverse_matrix(order[k][1], 1.0) for k in ks]
                     background = torch.stack([pasted[order[k][0]] for k in ks])
-                    height, width = background.shape[-2:]
+                    height, width = background.shape[1:3]
                     if self.use_parser:
                         masks = [fa.parse_face_mask(classes[k]) for k in ks]
                         out = dp.paste_faces(background, faces[ks], inverses, masks)
@@ -184,7 +233,7 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
                         pasted[order[k][0]] = image
         images = [frame.image for frame in frames]
         for pos, image in pasted.items():
-            images[pos] = np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
+            images[pos] = image.cpu().numpy()
         return [VideoFrame(f.index, image, f.face) for f, image in zip(frames, images, strict=True)]
 
 
