@@ -1,11 +1,20 @@
 """GFPGAN's per-frame work around the network as torch operations on the engine's device.
 
 The alignment warp (frame -> 512 crop), the network's input and output conversions, the
-``weight`` blend, the inverse warp of the restored face and of its soft mask, and the
-truncating blend into the frame, batched over the faces of a chunk, with no host round trip
-between them on a GPU. Only the 2x3 matrices (LMedS, a few microseconds) and, on the CPU,
-the soft mask's float64 blur (``face_align.parse_soft_mask``: OpenCV's blur is faster than
-torch's convolution there) are computed on the host.
+``weight`` blend, the parser's input, the inverse warp of the restored face and of its soft
+mask, and the truncating blend into the frame, batched over the faces of a batch; the frames
+go to the device once and come back once. On the host: the 2x3 matrices (LMedS, a few
+microseconds) and, for now, the parse mask's float64 blur (``face_align.parse_face_mask``,
+OpenCV): the parser's classes come down (512x512 uint8 per face) and the blurred mask goes
+back up. Moving that blur onto the device (separable float64 convolution, reflect-101
+border) is what is left for "no host round trip" on a GPU; the presenter-frame mask cache
+(issue 16, item 1) removes it for every frame but the first of each motion frame.
+
+The engine uses this path on cuda and mps; on a CPU it keeps the host path (numpy/OpenCV):
+measured on this 2-core CPU, interleaved, 720p frame with a 512 face, parse mask, batch of
+4 (the networks left out): host 125 ms/frame against 196 ms with one torch thread, and
+141 against 641 with two threads while the cores were shared (load 7): torch's thread pool
+does badly under contention, and a CPU gains nothing from keeping the frame "on the device".
 
 Equal to the host path, hence to facexlib's formula (tests/test_restore_paste.py), by
 doing the same arithmetic rather than an approximation of it:
@@ -20,11 +29,12 @@ doing the same arithmetic rather than an approximation of it:
   float32, round half to even).
 
 Bound against the formula: 0 counts where the device computes in float64 (cpu, cuda):
-measured bit-identical, and tests/test_device_paste.py asserts it. ``weight`` < 1 uses
-OpenCV's ``addWeighted`` rounding in float32: at most 1 count on the crop blend, where
-OpenCV's SIMD order of the two products differs. mps has no float64: there the positions
-are the same integers, but the crop's float32 weights and the blend in float32 can move a
-value by 1 count (not measured here: no such device).
+measured bit-identical, and tests/test_device_paste.py asserts it (cuda runs there only
+when present: not run yet, no GPU was lent). ``weight`` < 1 follows OpenCV's
+``addWeighted`` (float32, rounded, saturated): measured identical on the pack's frames
+(tests/test_gfpgan_engine.py), though OpenCV's SIMD may order its two products otherwise
+(1 count at most). mps has no float64: the crop, positions and blend run in float32 there
+and can move a value by about 1 count (not measured: no such device).
 """
 
 from __future__ import annotations
