@@ -206,3 +206,16 @@ def test_auto_mask_without_the_parser_falls_back_and_says_so(weights, tmp_path, 
         built = GFPGANEngine(root, "cpu", paste_mask="auto")
     assert built.parser is None and not built.use_parser
     assert f"square (no face parser file {root / gw.FILES['parsenet']})" in caplog.text
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.5])
+def test_device_path_is_the_host_path(engine, pipe, weight):
+    """The per-frame work as torch ops (device_paste.py; the engine's default on cuda and
+    mps) gives the host path's frames bit for bit on this CPU, across two batches."""
+    frames = [pipeline_frame(pipe, i) for i in (2, 4, 6)]
+    host = engine.restore_on_host(frames, weight=weight)
+    device = engine.restore_on_device(frames, weight=weight)
+    assert [f.index for f in device] == [2, 4, 6]
+    for a, b in zip(host, device, strict=True):
+        assert np.array_equal(a.image, b.image)
+    assert not engine.device_paste  # the host path stays the default on a CPU

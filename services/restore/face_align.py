@@ -163,6 +163,12 @@ def parse_soft_mask(parse_classes: np.ndarray, inverse: np.ndarray, height: int,
     # float64 as published: in float32 the blurs are twice as fast (19 -> 9 ms per face) but
     # the interior drifts just below 1.0 and the truncating blend then moves 5 % of the
     # pixels by one count (measured with tests/test_restore_paste.py): not the same result.
+    mask = parse_face_mask(parse_classes, face_size)
+    return cv2.warpAffine(mask, inverse, (width, height), flags=3)
+
+
+def parse_face_mask(parse_classes: np.ndarray, face_size: int = FACE_SIZE) -> np.ndarray:
+    """parse_soft_mask before its warp: the blurred 0..1 mask in face coordinates, float64."""
     mask = np.where(np.isin(parse_classes, NON_FACE_CLASSES), 0.0, 255.0)
     mask = cv2.GaussianBlur(mask, (101, 101), 11)
     mask = cv2.GaussianBlur(mask, (101, 101), 11)
@@ -170,8 +176,7 @@ def parse_soft_mask(parse_classes: np.ndarray, inverse: np.ndarray, height: int,
     mask[:border, :] = mask[-border:, :] = 0
     mask[:, :border] = mask[:, -border:] = 0
     mask = mask / 255.0
-    mask = cv2.resize(mask, (face_size, face_size))
-    return cv2.warpAffine(mask, inverse, (width, height), flags=3)
+    return cv2.resize(mask, (face_size, face_size))
 
 
 def upscaled_background(frame: np.ndarray, upscale: float) -> np.ndarray:

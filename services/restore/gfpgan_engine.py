@@ -39,7 +39,7 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
     def __init__(self, weights_dir: Path | None, device: str, batch_size: int = 4,
                  half: bool = False, paste_mask: str = "auto", channels_last: bool = False,
                  bf16_cpu: bool = False, compile_network: bool = False,
-                 mask_cache_bytes: int = pm.DEFAULT_MAX_BYTES):
+                 mask_cache_bytes: int = pm.DEFAULT_MAX_BYTES, device_paste: bool | None = None):
         from talkinghead.services.common.checkpoints import file_fingerprint
         from talkinghead.services.common.errors import WeightsError
         from talkinghead.services.restore import gfpgan_weights as gw
@@ -84,6 +84,15 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
         self.bf16_cpu = bf16_cpu and device == "cpu"
         if compile_network:  # compiled on the first batch (warm-up), minutes on a CPU
             self.restorer = torch.compile(self.restorer)
+        # The per-frame work around the network (crop, conversions, paste-back) as torch
+        # ops on the device (device_paste.py, bit-identical to the host path on cpu and
+        # cuda) on cuda and mps; on a CPU the host path (numpy/OpenCV) stays: measured no
+        # faster there, and much slower when the cores are shared (torch's thread pool).
+        # Not yet with the presenter mask (its cache is the host path's): on a GPU the
+        # presenter mode keeps the host path until device_paste takes cached masks too.
+        self.device_paste = (torch.device(device).type != "cpu"
+                             and self.paste_mask != "presenter"
+                             if device_paste is None else device_paste)
         self.fingerprint = f"gfpgan-{path.stem}-{file_fingerprint([path])}"
         mask = ("face parser, once per motion-clip frame (presenter)"
                 if self.paste_mask == "presenter" else
@@ -144,6 +153,14 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
     @torch.inference_mode()
     def restore(self, frames: list[VideoFrame], weight: float = 0.5,
                 only_center_face: bool = False) -> list[VideoFrame]:
+        if self.device_paste:
+            return self.restore_on_device(frames, weight, only_center_face)
+        return self.restore_on_host(frames, weight, only_center_face)
+
+    @torch.inference_mode()
+    def restore_on_host(self, frames: list[VideoFrame], weight: float = 0.5,
+                        only_center_face: bool = False) -> list[VideoFrame]:
+        """The per-frame work in numpy/OpenCV on the host, the network on the device."""
         from talkinghead.services.restore.face_tensors import face_to_input, output_to_face
 
         jobs = []  # (frame position, alignment matrix, aligned crop)
@@ -248,6 +265,75 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
             masks[j] = fa.parse_mask_region(parsed, inverses[j], h, w)
             PARSE_MASKS.labels(self.paste_mask).inc()
         return masks
+
+
+    @torch.inference_mode()
+    def restore_on_device(self, frames: list[VideoFrame], weight: float = 0.5,
+                          only_center_face: bool = False) -> list[VideoFrame]:
+        """Crop, network, parser and paste-back of each batch of faces on the engine's
+        device (services/restore/device_paste.py: the host path's arithmetic, bit-identical
+        on cpu and cuda); the frames go to the device once and come back once."""
+        from talkinghead.services.restore import device_paste as dp
+
+        jobs = []  # (frame position, alignment matrix)
+        for pos, frame in enumerate(frames):
+            for landmarks in self.landmarks_of(frame, only_center_face):
+                jobs.append((pos, fa.alignment_matrix(landmarks)))
+        if not jobs:
+            return [VideoFrame(f.index, f.image, f.face) for f in frames]
+        device = torch.device(self.device)
+        originals = {pos: torch.from_numpy(np.ascontiguousarray(frames[pos].image)).to(device)
+                     for pos in sorted({pos for pos, _ in jobs})}
+        pasted = dict(originals)
+        border = fa.BORDER_BGR[::-1]  # our frames are RGB
+        for start in range(0, len(jobs), self.batch_size):
+            batch = jobs[start:start + self.batch_size]
+            crops = torch.cat([dp.warp_crops(torch.stack([originals[pos] for pos, _ in group]),
+                                             [m for _, m in group], border)
+                               for group in by_shape(batch, originals)])
+            order = [job for group in by_shape(batch, originals) for job in group]
+            faces = dp.output_to_faces(
+                self.run_network(dp.crops_to_input(crops).to(self.dtype)).float())
+            if weight < 1.0:
+                faces = dp.blend_with_crops(faces, crops, weight)
+            if self.use_parser:
+                from talkinghead.services.restore.face_parsing import parse_tensor
+
+                classes = parse_tensor(self.parser, faces.permute(0, 3, 1, 2)).cpu().numpy()
+            # one paste per face; a frame with several faces takes them in turn
+            rounds: list[list[int]] = []
+            for k, (pos, _) in enumerate(order):
+                free = next((r for r in rounds if all(order[i][0] != pos for i in r)), None)
+                if free is None:
+                    rounds.append(free := [])
+                free.append(k)
+            for r in rounds:
+                for group in by_shape([(k, order[k][0]) for k in r],
+                                      {k: pasted[order[k][0]] for k in r}):
+                    ks = [k for k, _ in group]
+                    inverses = [fa.inverse_matrix(order[k][1], 1.0) for k in ks]
+                    background = torch.stack([pasted[order[k][0]] for k in ks])
+                    height, width = background.shape[1:3]
+                    if self.use_parser:
+                        masks = [fa.parse_face_mask(classes[k]) for k in ks]
+                        out = dp.paste_faces(background, faces[ks], inverses, masks)
+                    else:
+                        masks = [fa.square_soft_mask(inv, height, width) for inv in inverses]
+                        out = dp.paste_faces(background, faces[ks], inverses, masks, square=True)
+                    for k, image in zip(ks, out, strict=True):
+                        pasted[order[k][0]] = image
+        images = [frame.image for frame in frames]
+        for pos, image in pasted.items():
+            images[pos] = image.cpu().numpy()
+        return [VideoFrame(f.index, image, f.face) for f, image in zip(frames, images, strict=True)]
+
+
+def by_shape(jobs: list, tensors: dict) -> list[list]:
+    """``jobs`` (key, ...) grouped by the shape of ``tensors[key]``, order kept in each."""
+    groups: dict[tuple, list] = {}
+    for job in jobs:
+        groups.setdefault(tuple(tensors[job[0]].shape), []).append(job)
+    return list(groups.values())
 
 
 def to_channels_last(module: torch.nn.Module) -> torch.nn.Module:
