@@ -8,6 +8,9 @@ Runs, in one process so that every figure is taken under the same conditions, ea
             (bench/served_stages.py)
   replicas  restore (the bottleneck) through 1 and 2 served replicas, each pinned to its
             own core (bench/restore.py)
+  cost      restore per output frame: GFPGAN, the face parser and the rest, for the exact
+            and the presenter paste mask, eager and compiled, and when compile pays back
+            (bench/restore.py)
   options   restore's speed options (--bf16 or --half, channels_last, --compile with
             --compile) and paste masks against the default: seconds per face or frame and
             the difference from the fp32 output (bench/restore.py)
@@ -72,7 +75,7 @@ def smoke(device: str) -> list[str]:
             + warm_profile.table(warm) + [""] + memory.table(peak))
 
 
-PARTS = ("limit", "networks", "served", "replicas", "options", "job", "profile", "lite",
+PARTS = ("limit", "networks", "served", "replicas", "cost", "options", "job", "profile", "lite",
          "memory", "load")
 LITE_PARTS = {"limit", "lite", "memory", "load"}  # need no checkpoints
 STATISTIC = ("Every figure is the median of `--repeats` samples taken in interleaved rounds (each "
@@ -133,6 +136,11 @@ def main() -> None:
                         help="replicas: frames through the replicas")
     parser.add_argument("--options-frames", type=int, default=2,
                         help="options: frames per sample of the paste-mask rows")
+    parser.add_argument("--cost-frames", type=int, default=6,
+                        help="cost: output frames per sample (made from 3 motion frames)")
+    parser.add_argument("--pinned-replicas", type=int, default=2,
+                        help="job: also a warm job with this many restore replicas pinned "
+                        "one per core (0: not run)")
     parser.add_argument("--compile", action="store_true",
                         help="options: also time torch.compile (compiled at warm-up, minutes "
                         "on a CPU)")
@@ -192,6 +200,13 @@ def sections(args: argparse.Namespace, parts: set[str], device: str, weights: Pa
         yield ("Restore through served replicas",
                restore.replica_table(weights, args.replica_frames), [restore.REPLICAS_NOTE],
                device)
+    if "cost" in parts:
+        rows = restore.restore_cost(weights, device, batch["restore"], args.repeats,
+                                    out_frames=args.cost_frames)
+        yield ("Restore per output frame: the paste masks, and compile",
+               restore.cost_table(rows),
+               [restore.COST_NOTE.format(weight=restore.RESTORE_WEIGHT, frames=args.cost_frames,
+                                         motion=3, batch=batch["restore"]), STATISTIC], device)
     if "options" in parts:
         rows = restore.measure_options(weights, device, args.repeats, args.options_frames,
                                        batch["restore"], args.compile)
@@ -204,7 +219,8 @@ def sections(args: argparse.Namespace, parts: set[str], device: str, weights: Pa
     if "job" in parts:
         lengths = sorted(float(x) for x in args.seconds.split(","))
         rows, inside = whole_job.measure(lengths, "neural", weights, device, batch,
-                                         args.restore_replicas, with_seed=not args.no_seed)
+                                         args.restore_replicas, with_seed=not args.no_seed,
+                                         pinned_replicas=args.pinned_replicas)
         shown = " and ".join(f"{s:g}" for s in lengths)
         yield (f"A whole job of {shown} s of audio: ours against the seed's way",
                whole_job.table(rows), whole_job.notes(lengths, args.restore_replicas, batch),

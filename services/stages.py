@@ -143,6 +143,11 @@ STAGES: dict[str, Stage] = {
                     "lite", "talkinghead.services.lipsync.lite_engine:LiteLipSyncEngine",
                     neural=False),
             },
+            flags=(
+                ServeFlag("--face-input-cache-mb", "memory for Wav2Lip's face inputs, made "
+                          "once per motion-clip frame and box, MiB (least recently used "
+                          "dropped first)", 256, {"type": int}),
+            ),
         ),
         Stage(
             "restore", 50053, "TALKINGHEAD_RESTORE_TARGETS",
@@ -165,8 +170,11 @@ STAGES: dict[str, Stage] = {
                 ServeFlag("--bf16", "bf16 autocast on CPU: ~1.7x faster here, but up to 35 "
                           "counts off the fp32 result (see BENCHMARKS.md)", False,
                           {"action": "store_true"}),
-                ServeFlag("--compile", "torch.compile the network", False,
-                          {"action": "store_true"}),
+                ServeFlag("--compile", "torch.compile GFPGAN at warm-up: auto (the default) "
+                          "= on for cpu, where the ~1 min compile pays back within the "
+                          "first video, off on cuda/mps until measured there; "
+                          "TALKINGHEAD_COMPILE=on|off says what auto means", "auto",
+                          {"choices": ["auto", "on", "off"], "nargs": "?", "const": "on"}),
             ),
             replicated=True,
         ),

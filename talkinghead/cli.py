@@ -58,6 +58,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                        f"{', '.join(stage.engine_names)}")
     if not 0 <= args.threads <= 1024:
         raise CliError(f"--threads must be within 0..1024 (0: torch's choice); got {args.threads}")
+    for flag in stage.flags:  # --paste-mask-cache-mb, --face-input-cache-mb
+        value = getattr(args, flag.dest)
+        if flag.dest.endswith("_cache_mb") and not 0 <= value <= 1 << 20:
+            raise CliError(f"{flag.flag} must be within 0..{1 << 20} MiB (0: no cache); "
+                           f"got {value}")
     if args.threads:
         import torch
 

@@ -18,6 +18,10 @@ from talkinghead.services.common.audio import ffmpeg_exe, write_wav
 
 DEMO = resources.files("talkinghead.assets.demo")
 REDIS_URL = os.environ.get("TALKINGHEAD_TEST_REDIS", "redis://127.0.0.1:6379/15")
+# GFPGAN's --compile auto compiles on a CPU (a minute per replica at warm-up, worth it for a
+# long-lived server, not for the dozens of short-lived ones the tests start): the tests run
+# it eager, for this process and the servers it starts, but tests/test_restore_compile.py.
+os.environ.setdefault("TALKINGHEAD_COMPILE", "off")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -211,11 +211,17 @@ def test_auto_mask_without_the_parser_falls_back_and_says_so(weights, tmp_path, 
 @pytest.mark.parametrize("weight", [1.0, 0.5])
 def test_device_path_is_the_host_path(engine, pipe, weight):
     """The per-frame work as torch ops (device_paste.py; the engine's default on cuda and
-    mps) gives the host path's frames bit for bit on this CPU, across two batches."""
+    mps) gives the host path's frames on this CPU, across two batches: bit for bit but
+    where the mask blurred on the device truncates a blend the other way (its bound,
+    tests/test_device_paste.py)."""
+    from tests.test_device_paste import BLURRED_MASK_COUNTS, BLURRED_MASK_SHARE
+
     frames = [pipeline_frame(pipe, i) for i in (2, 4, 6)]
     host = engine.restore_on_host(frames, weight=weight)
     device = engine.restore_on_device(frames, weight=weight)
     assert [f.index for f in device] == [2, 4, 6]
-    for a, b in zip(host, device, strict=True):
-        assert np.array_equal(a.image, b.image)
+    for a, b, given in zip(host, device, frames, strict=True):
+        off = np.abs(a.image.astype(int) - b.image.astype(int))
+        assert off.max() <= BLURRED_MASK_COUNTS and (off > 0).mean() <= BLURRED_MASK_SHARE
+        assert not np.array_equal(b.image, given.image)  # restored, not passed through
     assert not engine.device_paste  # the host path stays the default on a CPU

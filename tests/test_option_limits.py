@@ -319,6 +319,9 @@ def test_servers_and_job_spec_state_the_same_ranges(job_field, server_range):
         (["--port", "65000"], "--metrics-port (default: port + 1000) must be within 0..65535"),
         (["--threads", "-1"], "--threads must be within 0..1024 (0: torch's choice); got -1"),
         (["--threads", "5000"], "--threads must be within 0..1024 (0: torch's choice); got 5000"),
+        (["--paste-mask-cache-mb", "-1"],
+         "--paste-mask-cache-mb must be within 0..1048576 MiB (0: no cache); got -1"),
+        (["--compile", "maybe"], "argument --compile: invalid choice: 'maybe'"),
     ],
 )
 def test_server_flags_out_of_range_stop_the_server_at_once(flags, words):

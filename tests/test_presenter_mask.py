@@ -154,6 +154,35 @@ def test_exact_mode_parses_every_frame_and_presenter_mode_stays_close(weights, p
         assert diff.max() == 0, i
 
 
+def test_device_path_keeps_presenter_masks_on_the_device(weights, pipe):
+    """The device path (cuda/mps's default; forced here on the CPU) in presenter mode: the
+    parser and blur run once per motion frame across two videos, the cache holds the masks
+    as device tensors in face coordinates, and the frames are the host path's within the
+    device blur's bound (tests/test_device_paste.py)."""
+    import torch
+
+    from tests.test_device_paste import BLURRED_MASK_COUNTS, BLURRED_MASK_SHARE
+
+    clip = motion_clip(pipe)
+    first, second = video(clip, 4, seed=1), video(clip, 3, seed=2)
+    on_device = GFPGANEngine(weights, "cpu", batch_size=2, device_paste=True)
+    on_host = GFPGANEngine(weights, "cpu", batch_size=2)
+    assert on_device.paste_mask == "presenter" and on_device.device_paste
+    before = parse_count("presenter")
+    got = on_device.restore(first, weight=1.0) + on_device.restore(second, weight=1.0)
+    assert parse_count("presenter") - before == MOTION_FRAMES
+    cache = on_device.mask_cache
+    assert cache.made == MOTION_FRAMES and len(cache) == MOTION_FRAMES
+    assert cache.hits == len(first) + len(second) - MOTION_FRAMES
+    entry = cache.get(pm.mask_key(first[0], np.asarray(first[0].face.landmarks, np.float64)))
+    assert entry.region is None and isinstance(entry.mask, torch.Tensor)
+    assert tuple(entry.mask.shape) == (fa.FACE_SIZE, fa.FACE_SIZE)
+    want = on_host.restore(first, weight=1.0) + on_host.restore(second, weight=1.0)
+    for g, w in zip(got, want, strict=True):
+        off = np.abs(g.image.astype(int) - w.image.astype(int))
+        assert off.max() <= BLURRED_MASK_COUNTS and (off > 0).mean() <= BLURRED_MASK_SHARE
+
+
 def test_frames_without_a_clip_key_are_parsed_each_time(weights, pipe):
     """No motion-frame identity: nothing to share, each frame parsed as the exact mode."""
     engine = GFPGANEngine(weights, "cpu", batch_size=2, paste_mask="presenter")

@@ -15,6 +15,7 @@ import hashlib
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,7 +27,16 @@ from talkinghead.services.common.face_detection import largest_face
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.lipsync import face_window as fw
 from talkinghead.services.lipsync.box_stream import StreamingBoxSmoother
+from talkinghead.services.lipsync.face_inputs import (
+    DEFAULT_MAX_BYTES,
+    FaceInputCache,
+    crops_of,
+    face_input_key,
+)
 from talkinghead.services.lipsync.mel import mel_window_starts, melspectrogram
+
+if TYPE_CHECKING:
+    from talkinghead.services.common.server import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +51,8 @@ class Wav2LipEngine(NeuralEngine, LipSyncEngine):
     name = "wav2lip"
 
     def __init__(self, weights_dir: Path | None, device: str, batch_size: int = 16,
-                 variant: str = "auto", pads=fw.DEFAULT_PADS, half: bool = False):
+                 variant: str = "auto", pads=fw.DEFAULT_PADS, half: bool = False,
+                 face_input_cache_bytes: int = DEFAULT_MAX_BYTES):
         from talkinghead.services.common.checkpoints import file_fingerprint
         from talkinghead.services.lipsync import wav2lip_weights as ww
 
@@ -53,8 +64,16 @@ class Wav2LipEngine(NeuralEngine, LipSyncEngine):
         self.detector = detector.to(device) if detector is not None else None
         self.fingerprint = f"wav2lip-{path.stem}-{file_fingerprint([path])}"
         self._memo: dict[bytes, tuple[int, int, int, int] | None] = {}
+        self.face_inputs = FaceInputCache(face_input_cache_bytes)
         log.info("Wav2Lip generator %s; face detection for frames without geometry: %s",
                  path.name, "S3FD" if self.detector is not None else "Haar (no s3fd.pth)")
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings, device: str) -> Wav2LipEngine:
+        """With lipsync's flags of ``talkinghead serve`` (--face-input-cache-mb)."""
+        mb = int(settings.options.get("face_input_cache_mb", DEFAULT_MAX_BYTES >> 20))
+        return cls(settings.weights_dir, device, settings.batch_size, half=settings.half,
+                   face_input_cache_bytes=mb << 20)
 
     @torch.inference_mode()
     def warmup(self) -> None:
@@ -143,12 +162,18 @@ class Wav2LipEngine(NeuralEngine, LipSyncEngine):
     def _generate(self, items: list[tuple[VideoFrame, np.ndarray]], mel: np.ndarray,
                   starts: list[int]) -> Iterator[VideoFrame]:
         for batch in fw.batched(items, self.batch_size):
+            frames = [f for f, _ in batch]
             coords = fw.crop_coords(np.stack([box for _, box in batch]))
-            crops = np.stack([fw.crop_face(f.image, c) for (f, _), c in zip(batch, coords,
-                                                                            strict=True)])
             windows = [mel[:, s:s + 16] for s in
-                       (starts[min(f.index, len(starts) - 1)] for f, _ in batch)]
-            faces = fw.network_faces_from_rgb(crops).to(self.device, self.dtype)
+                       (starts[min(f.index, len(starts) - 1)] for f in frames)]
+
+            def make(js: list[int], frames=frames, coords=coords) -> torch.Tensor:
+                crops = crops_of([frames[j] for j in js], coords[js])
+                return fw.network_faces_from_rgb(crops).to(self.device, self.dtype)
+
+            # once per (motion-clip frame, box) on this replica (face_inputs.py)
+            faces = self.face_inputs.inputs(
+                [face_input_key(f, c) for f, c in zip(frames, coords, strict=True)], make)
             audio = fw.network_mel(windows).to(self.device, self.dtype)
             out = fw.network_output_to_uint8_rgb(self.generator(audio, faces).float().cpu())
             for (frame, _), patch, c in zip(batch, out, coords, strict=True):

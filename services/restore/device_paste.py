@@ -3,12 +3,9 @@
 The alignment warp (frame -> 512 crop), the network's input and output conversions, the
 ``weight`` blend, the parser's input, the inverse warp of the restored face and of its soft
 mask, and the truncating blend into the frame, batched over the faces of a batch; the frames
-go to the device once and come back once. On the host: the 2x3 matrices (LMedS, a few
-microseconds) and, for now, the parse mask's float64 blur (``face_align.parse_face_mask``,
-OpenCV): the parser's classes come down (512x512 uint8 per face) and the blurred mask goes
-back up. Moving that blur onto the device (separable float64 convolution, reflect-101
-border) is what is left for "no host round trip" on a GPU; the presenter-frame mask cache
-(issue 16, item 1) removes it for every frame but the first of each motion frame.
+go to the device once and come back once. Also on the device: the parse mask's two
+101 px float64 Gaussian blurs (``parse_face_masks``), so the parser's classes never leave
+it. On the host only the 2x3 matrices (LMedS, a few microseconds).
 
 The engine uses this path on cuda and mps; on a CPU it keeps the host path (numpy/OpenCV):
 measured on this 2-core CPU, interleaved, 720p frame with a 512 face, parse mask, batch of
@@ -28,13 +25,19 @@ doing the same arithmetic rather than an approximation of it:
 * input/output conversions as ``face_tensors`` (float64 /255 then float32; clamp, ×255 in
   float32, round half to even).
 
-Bound against the formula: 0 counts where the device computes in float64 (cpu, cuda):
-measured bit-identical, and tests/test_device_paste.py asserts it (cuda runs there only
-when present: not run yet, no GPU was lent). ``weight`` < 1 follows OpenCV's
-``addWeighted`` (float32, rounded, saturated): measured identical on the pack's frames
-(tests/test_gfpgan_engine.py), though OpenCV's SIMD may order its two products otherwise
-(1 count at most). mps has no float64: the crop, positions and blend run in float32 there
-and can move a value by about 1 count (not measured: no such device).
+Bound against the formula: 0 counts where the device computes in float64 (cpu, cuda) for
+everything but the parse mask's blur: measured bit-identical, and tests/test_device_paste.py
+asserts it (cuda runs there only when present: not run yet, no GPU was lent). ``weight`` < 1
+follows OpenCV's ``addWeighted`` (float32, rounded, saturated): measured identical on the
+pack's frames (tests/test_gfpgan_engine.py), though OpenCV's SIMD may order its two products
+otherwise (1 count at most). The blur (``parse_face_masks``) sums its 101 taps in one fixed
+order (OpenCV's generic separable filter's: rows tap by tap, columns centre first, then
+symmetric pairs); OpenCV itself dispatches by CPU (SSE/AVX2/AVX-512, IPP), so its last bits
+are not the same on every machine either. The masks differ by at most ~1e-15; a pasted
+value changes only where the blend lands that close to an integer before truncation: at
+most 1 count, on a few pixels in a million (tests/test_device_paste.py bounds both). mps
+has no float64: the crop, positions, blur and blend run in float32 there and can move a
+value by about 1 count (not measured: no such device).
 """
 
 from __future__ import annotations
@@ -223,3 +226,64 @@ def paste_faces(frames: torch.Tensor, faces: torch.Tensor, inverses: list[np.nda
         blended = m * warped[k, :y1 - y0, :x1 - x0] + (1 - m) * bg
         out[k, y0:y1, x0:x1] = blended.to(torch.uint8)  # truncation, as the official code
     return out
+
+
+# ---- the parse mask: face_align.parse_face_mask on the device ---------------------------
+
+BLUR_SIZE, BLUR_SIGMA, MASK_BORDER = 101, 11, 10
+
+
+def gaussian_taps(device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+    """OpenCV's 101-tap, sigma-11 Gaussian kernel (cv2.getGaussianKernel, float64)."""
+    import cv2
+
+    taps = cv2.getGaussianKernel(BLUR_SIZE, BLUR_SIGMA, cv2.CV_64F).ravel()
+    return torch.tensor(taps, dtype=dtype, device=device)
+
+
+def _blur_rows(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Each row of [N,H,W] convolved with ``taps``, reflect-101 border, taps summed one by
+    one from the left (OpenCV's generic row filter)."""
+    half, width = len(taps) // 2, x.shape[-1]
+    padded = torch.nn.functional.pad(x.unsqueeze(1), (half, half, 0, 0), mode="reflect")[:, 0]
+    out = padded[..., 0:width] * taps[0]
+    term = torch.empty_like(out)
+    for j in range(1, len(taps)):  # a multiply then an add: no fused multiply-add
+        out += torch.mul(padded[..., j:j + width], taps[j], out=term)
+    return out
+
+
+def _blur_columns(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Each column convolved with the symmetric ``taps``, reflect-101 border: the centre
+    tap first, then each pair of rows at equal distance, added before weighting (OpenCV's
+    symmetric column filter)."""
+    half, height = len(taps) // 2, x.shape[-2]
+    padded = torch.nn.functional.pad(x.unsqueeze(1), (0, 0, half, half), mode="reflect")[:, 0]
+    out = padded[:, half:half + height] * taps[half]
+    term = torch.empty_like(out)
+    for j in range(1, half + 1):
+        torch.add(padded[:, half + j:half + j + height], padded[:, half - j:half - j + height],
+                  out=term)
+        out += term.mul_(taps[half + j])
+    return out
+
+
+def parse_face_masks(classes: torch.Tensor) -> torch.Tensor:
+    """face_align.parse_face_mask for a batch of parser classes [N,S,S] (uint8, on the
+    device): 0 on the non-face classes, 255 elsewhere, blurred twice (101 px, sigma 11),
+    a 10 px border zeroed, /255; float64 [N,S,S] (float32 on mps). S is the face size, so
+    the official resize to it is the identity."""
+    from talkinghead.services.restore.face_align import NON_FACE_CLASSES
+
+    dtype = float_dtype(classes.device)
+    non_face = torch.isin(classes, torch.tensor(NON_FACE_CLASSES, device=classes.device))
+    mask = torch.where(non_face, 0.0, 255.0).to(dtype)
+    taps = gaussian_taps(classes.device, dtype)
+    for _ in range(2):
+        mask = _blur_columns(_blur_rows(mask, taps), taps)
+    b = MASK_BORDER
+    mask[:, :b] = 0
+    mask[:, -b:] = 0
+    mask[:, :, :b] = 0
+    mask[:, :, -b:] = 0
+    return mask / 255.0

@@ -12,6 +12,8 @@ than one by one, faces come from the geometry instead of a detector per frame, a
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,7 +40,7 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
 
     def __init__(self, weights_dir: Path | None, device: str, batch_size: int = 4,
                  half: bool = False, paste_mask: str = "auto", channels_last: bool = False,
-                 bf16_cpu: bool = False, compile_network: bool = False,
+                 bf16_cpu: bool = False, compile_network: bool | str = "auto",
                  mask_cache_bytes: int = pm.DEFAULT_MAX_BYTES, device_paste: bool | None = None):
         from talkinghead.services.common.checkpoints import file_fingerprint
         from talkinghead.services.common.errors import WeightsError
@@ -76,22 +78,23 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
                            if self.paste_mask == "presenter" else None)
         # Measured on this CPU (BENCHMARKS.md): channels_last gives no gain (within 3e-5 of
         # the reference, ~5 % slower uncontended), so it is off; bf16 autocast is ~1.7x
-        # faster but up to 0.30 (35 counts) off the reference, so opt-in; torch.compile is
-        # ~1.5x faster after a ~1 min compile at warm-up, so opt-in for long-lived servers.
+        # faster but up to 0.30 (35 counts) off the reference, so opt-in; torch.compile:
+        # see compile_mode.
         if channels_last:
             to_channels_last(self.restorer)
         self.channels_last = channels_last
         self.bf16_cpu = bf16_cpu and device == "cpu"
-        if compile_network:  # compiled on the first batch (warm-up), minutes on a CPU
-            self.restorer = torch.compile(self.restorer)
+        self.eager_restorer = self.restorer
+        self.compile_seconds = 0.0  # measured at warm-up
+        self.compiled = compile_mode(compile_network, device)
+        if self.compiled:  # compiled at warm-up (the first batch), about a minute on a CPU
+            self.restorer = torch.compile(self.restorer, dynamic=False)
         # The per-frame work around the network (crop, conversions, paste-back) as torch
         # ops on the device (device_paste.py, bit-identical to the host path on cpu and
         # cuda) on cuda and mps; on a CPU the host path (numpy/OpenCV) stays: measured no
         # faster there, and much slower when the cores are shared (torch's thread pool).
-        # Not yet with the presenter mask (its cache is the host path's): on a GPU the
-        # presenter mode keeps the host path until device_paste takes cached masks too.
+        # The presenter cache then keeps each mask on the device, in face coordinates.
         self.device_paste = (torch.device(device).type != "cpu"
-                             and self.paste_mask != "presenter"
                              if device_paste is None else device_paste)
         self.fingerprint = f"gfpgan-{path.stem}-{file_fingerprint([path])}"
         mask = ("face parser, once per motion-clip frame (presenter)"
@@ -108,12 +111,28 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
         options = settings.options
         return cls(settings.weights_dir, device, settings.batch_size, half=settings.half,
                    paste_mask=options["paste_mask"], bf16_cpu=options["bf16"],
-                   compile_network=options["compile"],
+                   compile_network=options["compile"] or "auto",
                    mask_cache_bytes=int(options.get("paste_mask_cache_mb", 1024)) << 20)
 
     @torch.inference_mode()
     def warmup(self) -> None:
-        self.restorer(torch.zeros(1, 3, 512, 512, device=self.device, dtype=self.dtype))
+        """One batch through the network; a compiled network is compiled here, before the
+        replica says SERVING. A compile that fails (no C++ compiler, say) is logged and the
+        replica serves the eager network: slower, the same frames."""
+        x = torch.zeros(self.batch_size if self.compiled else 1, 3, 512, 512,
+                        device=self.device, dtype=self.dtype)
+        if not self.compiled:
+            self.restorer(x)
+            return
+        start = time.perf_counter()
+        try:
+            self.run_network(x)
+        except Exception as err:  # inductor's errors have no common base class
+            log.warning("torch.compile of GFPGAN failed, serving the eager network: %s", err)
+            self.restorer, self.compiled = self.eager_restorer, False
+            return
+        self.compile_seconds = time.perf_counter() - start
+        log.info("GFPGAN compiled in %.1f s", self.compile_seconds)
 
     # ---- faces -------------------------------------------------------------------------
 
@@ -140,7 +159,12 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
         return [lm for _, lm in faces]
 
     def run_network(self, x: torch.Tensor) -> torch.Tensor:
-        """The restorer on a batch of aligned faces, with the configured speed options."""
+        """The restorer on a batch of aligned faces, with the configured speed options. A
+        compiled network always sees the batch size it was compiled for (a short batch is
+        padded), so a chunk's last batch does not compile it again."""
+        if self.compiled and x.shape[0] < self.batch_size:
+            pad = x.new_zeros((self.batch_size - x.shape[0], *x.shape[1:]))
+            return self.run_network(torch.cat([x, pad]))[:x.shape[0]]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.bf16_cpu:
@@ -190,95 +214,54 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
             images[pos] = fa.paste_face(images[pos], face, inverse, mask_region=mask)
         return [VideoFrame(f.index, image, f.face) for f, image in zip(frames, images, strict=True)]
 
+    def mask_keys(self, faces: list[tuple[VideoFrame, np.ndarray]]) -> list[tuple | None]:
+        """The presenter cache's key of each (frame, landmarks) face; None: made every
+        time, as "parse" does."""
+        if self.mask_cache is None:
+            return [None] * len(faces)
+        return [pm.mask_key(frame, landmarks) for frame, landmarks in faces]
+
     def paste_masks(self, frames: list[VideoFrame], jobs: list, landmarks: list,
                     restored_faces: list, inverses: list) -> list:
-        """The parser's soft mask, in frame coordinates, of every face of a chunk.
-
-        "parse": parsed from each restored face (the official path). "presenter": from the
+        """The parser's soft mask, in frame coordinates, of every face of a chunk: parsed
+        from each restored face ("parse", the official path) or, "presenter", from the
         cache when this replica has made the mask of that motion-clip frame before, else
-        parsed from this restored face (the first output frame of that motion frame it sees)
-        and kept; a face with no motion-frame identity (no clip key) is parsed as "parse"
-        does. A mask another stream is making is waited for, not made again.
-        """
-        from talkinghead.services.common.metrics import PARSE_MASKS, PASTE_MASK_REUSES
+        parsed from this restored face (the first output frame of that motion frame it
+        sees) and kept (paste_masks.masks_through_cache)."""
+        from talkinghead.services.common.metrics import PARSE_MASKS
+        from talkinghead.services.restore.face_parsing import parse
 
-        cache = self.mask_cache
-        masks: list = [None] * len(jobs)
-        to_parse: list[int] = []  # jobs whose restored face is parsed now
-        claimed: dict[tuple, int] = {}  # key claimed by this call -> the job parsing it
-        later: list[tuple[int, tuple, object]] = []  # (job, key, event or None)
-        for j, (pos, _, _) in enumerate(jobs):
-            key = None
-            if cache is not None:
-                key = pm.mask_key(frames[pos], landmarks[j])
-            if key is None:
-                to_parse.append(j)
-            elif key in claimed:
-                later.append((j, key, None))
-            else:
-                entry, event = cache.claim(key)
-                if entry is not None:
-                    masks[j] = (entry.region, entry.mask)
-                    PASTE_MASK_REUSES.inc()
-                elif event is None:
-                    claimed[key] = j
-                    to_parse.append(j)
-                else:
-                    later.append((j, key, event))
-        owner = {j: key for key, j in claimed.items()}
-        try:
-            if to_parse:
-                from talkinghead.services.restore.face_parsing import parse
+        def make(js: list[int]) -> list[pm.PasteMask]:
+            made = []
+            for start in range(0, len(js), self.batch_size):
+                part = js[start:start + self.batch_size]
+                classes = parse(self.parser, np.stack([restored_faces[j] for j in part]), "rgb")
+                for j, parsed in zip(part, classes, strict=True):
+                    h, w = frames[jobs[j][0]].image.shape[:2]
+                    made.append(pm.PasteMask(*fa.parse_mask_region(parsed, inverses[j], h, w)))
+                    PARSE_MASKS.labels(self.paste_mask).inc()
+            return made
 
-                height_width = [frames[jobs[j][0]].image.shape[:2] for j in to_parse]
-                for start in range(0, len(to_parse), self.batch_size):
-                    part = to_parse[start:start + self.batch_size]
-                    classes = parse(self.parser, np.stack([restored_faces[j] for j in part]),
-                                    "rgb")
-                    for j, parsed, (h, w) in zip(part, classes,
-                                                 height_width[start:start + len(part)],
-                                                 strict=True):
-                        masks[j] = fa.parse_mask_region(parsed, inverses[j], h, w)
-                        PARSE_MASKS.labels(self.paste_mask).inc()
-                        if j in owner:
-                            cache.put(owner.pop(j),
-                                      pm.PasteMask(masks[j][0], masks[j][1]))
-        finally:
-            for key in owner.values():  # claims left by an error: the waiters make them
-                cache.release(key)
-        for j, key, event in later:
-            if event is not None:
-                event.wait(pm.WAIT_SECONDS)
-                entry = cache.get(key)
-            else:  # made by this call, earlier in the chunk (may be evicted already)
-                mask = masks[claimed[key]]
-                entry = pm.PasteMask(*mask) if mask is not None else None
-            if entry is not None:
-                masks[j] = (entry.region, entry.mask)
-                PASTE_MASK_REUSES.inc()
-                continue
-            # the other stream failed, or its mask was evicted at once: make it here
-            from talkinghead.services.restore.face_parsing import parse
-
-            h, w = frames[jobs[j][0]].image.shape[:2]
-            parsed = parse(self.parser, restored_faces[j][None], "rgb")[0]
-            masks[j] = fa.parse_mask_region(parsed, inverses[j], h, w)
-            PARSE_MASKS.labels(self.paste_mask).inc()
-        return masks
-
+        keys = self.mask_keys([(frames[job[0]], lm) for job, lm in zip(jobs, landmarks,
+                                                                        strict=True)])
+        masks = pm.masks_through_cache(self.mask_cache, keys, make)
+        return [(m.region, m.mask) for m in masks]
 
     @torch.inference_mode()
     def restore_on_device(self, frames: list[VideoFrame], weight: float = 0.5,
                           only_center_face: bool = False) -> list[VideoFrame]:
-        """Crop, network, parser and paste-back of each batch of faces on the engine's
-        device (services/restore/device_paste.py: the host path's arithmetic, bit-identical
-        on cpu and cuda); the frames go to the device once and come back once."""
+        """Crop, network, parser, mask blur and paste-back of each batch of faces on the
+        engine's device (services/restore/device_paste.py: the host path's arithmetic,
+        bit-identical on cpu and cuda but for the mask blur's last bits); the frames go to
+        the device once and come back once."""
         from talkinghead.services.restore import device_paste as dp
 
         jobs = []  # (frame position, alignment matrix)
+        keys = []  # the presenter cache's key of each face
         for pos, frame in enumerate(frames):
-            for landmarks in self.landmarks_of(frame, only_center_face):
-                jobs.append((pos, fa.alignment_matrix(landmarks)))
+            landmarks = self.landmarks_of(frame, only_center_face)
+            jobs.extend((pos, fa.alignment_matrix(lm)) for lm in landmarks)
+            keys.extend(self.mask_keys([(frame, lm) for lm in landmarks]))
         if not jobs:
             return [VideoFrame(f.index, f.image, f.face) for f in frames]
         device = torch.device(self.device)
@@ -291,15 +274,16 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
             crops = torch.cat([dp.warp_crops(torch.stack([originals[pos] for pos, _ in group]),
                                              [m for _, m in group], border)
                                for group in by_shape(batch, originals)])
-            order = [job for group in by_shape(batch, originals) for job in group]
+            numbered = list(enumerate(batch))
+            order_ids = [i for group in by_shape([(pos, i) for i, (pos, _) in numbered],
+                                                 originals) for _, i in group]
+            order = [batch[i] for i in order_ids]
             faces = dp.output_to_faces(
                 self.run_network(dp.crops_to_input(crops).to(self.dtype)).float())
             if weight < 1.0:
                 faces = dp.blend_with_crops(faces, crops, weight)
             if self.use_parser:
-                from talkinghead.services.restore.face_parsing import parse_tensor
-
-                classes = parse_tensor(self.parser, faces.permute(0, 3, 1, 2)).cpu().numpy()
+                face_masks = self.device_masks(faces, [keys[start + i] for i in order_ids])
             # one paste per face; a frame with several faces takes them in turn
             rounds: list[list[int]] = []
             for k, (pos, _) in enumerate(order):
@@ -315,7 +299,7 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
                     background = torch.stack([pasted[order[k][0]] for k in ks])
                     height, width = background.shape[1:3]
                     if self.use_parser:
-                        masks = [fa.parse_face_mask(classes[k]) for k in ks]
+                        masks = torch.stack([face_masks[k] for k in ks])
                         out = dp.paste_faces(background, faces[ks], inverses, masks)
                     else:
                         masks = [fa.square_soft_mask(inv, height, width) for inv in inverses]
@@ -326,6 +310,41 @@ class GFPGANEngine(NeuralEngine, RestoreEngine):
         for pos, image in pasted.items():
             images[pos] = image.cpu().numpy()
         return [VideoFrame(f.index, image, f.face) for f, image in zip(frames, images, strict=True)]
+
+    def device_masks(self, faces: torch.Tensor, keys: list) -> list[torch.Tensor]:
+        """The parse mask in face coordinates, on the device, of each restored face
+        [N,S,S,3]: the parser and the blur on the device (device_paste.parse_face_masks),
+        once per motion-clip frame in presenter mode (paste_masks.masks_through_cache)."""
+        from talkinghead.services.common.metrics import PARSE_MASKS
+        from talkinghead.services.restore.device_paste import parse_face_masks
+        from talkinghead.services.restore.face_parsing import parse_tensor
+
+        def make(js: list[int]) -> list[pm.PasteMask]:
+            classes = parse_tensor(self.parser, faces[js].permute(0, 3, 1, 2))
+            PARSE_MASKS.labels(self.paste_mask).inc(len(js))
+            return [pm.PasteMask(None, m) for m in parse_face_masks(classes)]
+
+        return [m.mask for m in pm.masks_through_cache(self.mask_cache, keys, make)]
+
+
+COMPILE_ENV = "TALKINGHEAD_COMPILE"  # what --compile auto means: on or off
+
+
+def compile_mode(asked: bool | str, device: str) -> bool:
+    """Whether to torch.compile the network. ``auto`` (the default): on a CPU, where it
+    pays within the first video (BENCHMARKS.md, "Restore at the cost of GFPGAN": a compile
+    of about a minute at warm-up against about a third of GFPGAN's time saved per frame);
+    off on cuda and mps until measured there. TALKINGHEAD_COMPILE=on|off decides ``auto``."""
+    if isinstance(asked, bool):
+        return asked
+    if asked not in ("auto", "on", "off"):
+        raise ValueError(f"compile must be auto, on or off, not {asked!r}")
+    if asked == "auto":
+        asked = os.environ.get(COMPILE_ENV, "").strip().lower() or (
+            "on" if torch.device(device).type == "cpu" else "off")
+        if asked not in ("on", "off"):
+            raise ValueError(f"{COMPILE_ENV} must be on or off, not {asked!r}")
+    return asked == "on"
 
 
 def by_shape(jobs: list, tensors: dict) -> list[list]:

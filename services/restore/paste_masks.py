@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,10 +32,13 @@ WAIT_SECONDS = 300.0  # longest wait for another stream's mask before making it 
 
 @dataclass(frozen=True)
 class PasteMask:
-    """A soft mask in frame coordinates, kept only where it can be non-zero."""
+    """A soft mask. The host path keeps it in frame coordinates, only where it can be
+    non-zero (``region``: its warp is paid once); the device path keeps it in face
+    coordinates on the device (``region`` None: warped with the face at each paste, a
+    batched gather there, and 2 MiB per mask)."""
 
-    region: tuple[int, int, int, int]  # y0, y1, x0, x1 (paste_face's face_region)
-    mask: np.ndarray  # float64 [y1 - y0, x1 - x0]
+    region: tuple[int, int, int, int] | None  # y0, y1, x0, x1 (paste_face's face_region)
+    mask: Any  # float64 [y1 - y0, x1 - x0] ndarray, or a [S, S] tensor on the device
 
     @property
     def nbytes(self) -> int:
@@ -120,3 +125,55 @@ class PasteMaskCache:
             event = self._pending.pop(key, None)
         if event is not None:
             event.set()
+
+
+def masks_through_cache(cache: PasteMaskCache | None, keys: list[tuple | None],
+                        make: Callable[[list[int]], list[PasteMask]]) -> list[PasteMask]:
+    """The mask of every face of a batch: from ``cache`` where this replica made it before,
+    else made by ``make(positions)`` (the parser, for the faces at those positions of the
+    batch) and kept. A face whose key is None (no motion-frame identity, or no cache: the
+    exact mode) is always made. A mask another stream is making is waited for; one made
+    earlier in this batch is reused; one whose maker failed is made here."""
+    from talkinghead.services.common.metrics import PASTE_MASK_REUSES
+
+    masks: list[PasteMask | None] = [None] * len(keys)
+    to_make: list[int] = []
+    claimed: dict[tuple, int] = {}  # key claimed by this call -> the face making it
+    later: list[tuple[int, tuple, threading.Event | None]] = []
+    for j, key in enumerate(keys):
+        if key is None or cache is None:
+            to_make.append(j)
+        elif key in claimed:
+            later.append((j, key, None))
+        else:
+            entry, event = cache.claim(key)
+            if entry is not None:
+                masks[j] = entry
+                PASTE_MASK_REUSES.inc()
+            elif event is None:
+                claimed[key] = j
+                to_make.append(j)
+            else:
+                later.append((j, key, event))
+    owner = {j: key for key, j in claimed.items()}
+    try:
+        if to_make:
+            for j, mask in zip(to_make, make(to_make), strict=True):
+                masks[j] = mask
+                if j in owner:
+                    cache.put(owner.pop(j), mask)
+    finally:
+        for key in owner.values():  # claims left by an error: the waiters make them
+            cache.release(key)
+    for j, key, event in later:
+        if event is not None:
+            event.wait(WAIT_SECONDS)
+            entry = cache.get(key)
+        else:  # made by this call, earlier in the batch (may be evicted already)
+            entry = masks[claimed[key]]
+        if entry is None:  # the other stream failed, or its mask was evicted at once
+            entry = make([j])[0]
+        else:
+            PASTE_MASK_REUSES.inc()
+        masks[j] = entry
+    return masks  # type: ignore[return-value]
