@@ -156,6 +156,14 @@ def print_result(result: dict) -> None:
     stages = result.get("stage_seconds", {})
     console.print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()),
                   highlight=False)
+    motion = result.get("motion") or {}
+    if motion:
+        console.print(f"motion: region {motion.get('animation_region')}, "
+                      f"{motion.get('driving_option')}, driving multiplier "
+                      f"{motion.get('driving_multiplier', 1):g}, expression multiplier "
+                      f"{motion.get('expression_multiplier', 1):g}", highlight=False)
+        for note in motion.get("notes", []):
+            console.print(f"[yellow]motion:[/] {note}", highlight=False)
     if result.get("missing_glyphs"):
         console.print("[yellow]no font has[/] " + ", ".join(result["missing_glyphs"])
                       + " (drawn as \N{REPLACEMENT CHARACTER})", highlight=False)

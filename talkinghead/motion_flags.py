@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from talkinghead.services.common import option_ranges as ranges
 from talkinghead.services.common.errors import InputError
+from talkinghead.services.motion.driving import ANIMATION_REGIONS, DRIVING_OPTIONS
 from talkinghead.services.motion.options import DEFAULTS, MotionOptions
 
 
@@ -34,6 +35,21 @@ def add_motion_flags(parser: argparse.ArgumentParser) -> None:
                         help="(LivePortrait) eye openness from the template")
     parser.add_argument("--lip-retargeting", action="store_true",
                         help="(LivePortrait) lip openness from the template")
+    parser.add_argument("--animation-region", choices=ANIMATION_REGIONS,
+                        default=DEFAULTS.animation_region,
+                        help="which parts of the template's motion reach the photo "
+                             "(default %(default)s: head pose and eyes, the mouth left to "
+                             "lipsync; 'all' is upstream LivePortrait's command line)")
+    parser.add_argument("--driving-option", choices=DRIVING_OPTIONS,
+                        default=DEFAULTS.driving_option,
+                        help="(LivePortrait) default %(default)s; for a photo with relative "
+                             "motion both animate alike")
+    parser.add_argument("--driving-multiplier", type=float, default=DEFAULTS.driving_multiplier,
+                        help=f"scales the whole driving motion, "
+                             f"{ranges.MOTION_DRIVING_MULTIPLIER.text()} (default %(default)g)")
+    parser.add_argument("--normalize-lip", action="store_true",
+                        help="(LivePortrait) close the photo's mouth before animation (needs "
+                             "the landmark models; the result says when it was not applied)")
 
 
 def motion_values(args: argparse.Namespace) -> dict:

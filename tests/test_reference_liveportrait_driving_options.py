@@ -134,6 +134,7 @@ def test_the_options_change_the_keypoints(pack):
         v = base.replace("|all|", f"|{other}|")
         if v in by_name:
             assert np.abs(by_name[v] - by_name[base]).max() > 100 * TOLERANCE, v
-    for v in (f"{prefix}|pose-friendly|all|normlip=1|mult=1", f"{prefix}|pose-friendly|all|normlip=0|mult=1.3"):
+    for v in (f"{prefix}|pose-friendly|all|normlip=1|mult=1",
+              f"{prefix}|pose-friendly|all|normlip=0|mult=1.3"):
         if v in by_name:
             assert np.abs(by_name[v] - by_name[base]).max() > 100 * TOLERANCE, v
