@@ -59,9 +59,13 @@ def test_serves_and_animates_the_demo_face(weights, demo_face, tmp_path):
         info = client.engine_info()
         assert info.name == "liveportrait" and info.fingerprint.startswith("liveportrait-")
         frames, header = client.animate(demo_face.read_bytes(), two_frame_template(),
-                                        MotionOptions(fps=20.0), timeout=600)
+                                        MotionOptions(fps=20.0, normalize_lip=True), timeout=600)
         client.close()
         assert header.engine.name == "liveportrait"
+        # no landmark models in these weights: lip normalisation is reported, not guessed
+        assert not header.report.lip_normalized
+        assert any("203-point landmarks" in note for note in header.report.notes)
+        assert abs(header.report.motion_multiplier - 1.0) < 1e-5  # expression-friendly, photo
         assert len(frames) == 2 and frames[0].image.shape == (512, 512, 3)
         face = frames[0].face
         assert face is not None and face.crop_size == 256 and face.crop_transform.shape == (2, 3)

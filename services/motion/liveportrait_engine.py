@@ -60,9 +60,11 @@ class LivePortraitEngine(NeuralEngine, MotionEngine):
 
     def __init__(self, weights_dir: Path | None, device: str, batch_size: int = 4,
                  half: bool = False):
+        from talkinghead.services.common.grid_sampling import check_mps_grid_sample
         from talkinghead.services.motion.liveportrait_weights import load_networks
 
         super().__init__(weights_dir, device, batch_size, half)  # the keypoint maths stays fp32
+        check_mps_grid_sample(device)  # on mps: native 3-D grid_sample, or a clear refusal
         self.nets = load_networks(self.weights_dir).to(device, self.dtype)
         self.fingerprint = f"liveportrait-{self.nets.fingerprint}"
         # The official crop (InsightFace + landmark ONNX models) when those files and
