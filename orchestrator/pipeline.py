@@ -112,7 +112,7 @@ def motion_clip(
     job, and what the motion engine did with the driving options (MotionReport.to_dict,
     kept with a cached clip)."""
     spec, template, face_bytes = job.spec, job.template, job.face
-    options = spec.options.motion
+    options = job.motion  # expression_multiplier resolved ("auto": from the speech)
     # a template given as a file travels with the request; a name is the server's own
     template_arg: str | bytes = spec.template
     if Path(spec.template).suffix in (".npz", ".pkl") and Path(spec.template).is_file():
@@ -309,7 +309,7 @@ def render_video(
             restore_replicas_out=fanout.ever_out() if fanout else {},
             cache_hits={"motion": cache_hit},
             missing_glyphs=list(renderer.missing_glyphs),
-            motion=motion_summary(opts.motion, motion_report),
+            motion={**motion_summary(job.motion, motion_report), **job.expression_summary()},
         )
         log.info("rendered %s: %d frames in %.2fs", spec.output, n_out, seconds["total"])
         return result

@@ -13,6 +13,16 @@ from talkinghead.services.motion.driving import ANIMATION_REGIONS, DRIVING_OPTIO
 from talkinghead.services.motion.options import DEFAULTS, MotionOptions
 
 
+def multiplier_or_auto(text: str) -> float | str:
+    """``--expression-multiplier``: a number, or ``auto`` (set from the speech, jobs only)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def add_motion_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=DEFAULTS.fps,
                         help=f"frame rate of the motion clip and the video, "
@@ -21,10 +31,12 @@ def add_motion_flags(parser: argparse.ArgumentParser) -> None:
                         help=f"longest side of the animated frames, "
                              f"{ranges.MOTION_MAX_SIDE.text()}; the photo is scaled down, never "
                              f"up (default %(default)d)")
-    parser.add_argument("--expression-multiplier", type=float,
+    parser.add_argument("--expression-multiplier", type=multiplier_or_auto,
                         default=DEFAULTS.expression_multiplier,
                         help=f"scales the template's expressions, "
-                             f"{ranges.MOTION_EXPRESSION_MULTIPLIER.text()} (default %(default)g)")
+                             f"{ranges.MOTION_EXPRESSION_MULTIPLIER.text()}, or 'auto' (render, "
+                             f"submit, demo: set from the speech's liveliness) "
+                             f"(default %(default)s)")
     parser.add_argument("--no-relative-motion", dest="relative_motion", action="store_false",
                         help="the template's absolute head pose, not its motion relative to "
                              "its first frame")
@@ -59,6 +71,9 @@ def motion_values(args: argparse.Namespace) -> dict:
 
 def motion_options(args: argparse.Namespace) -> MotionOptions:
     """The flags as MotionOptions; InputError naming the flag for a value out of range."""
+    if args.expression_multiplier == "auto":
+        raise InputError("--expression-multiplier auto is set from the speech: it works with "
+                         "render, submit and demo; give a number here")
     try:
         return MotionOptions(**motion_values(args))
     except ValidationError as exc:
