@@ -91,3 +91,36 @@ def test_driving_options_on_the_wire():
         options_from_proto(motion_pb2.MotionOptions(driving_multiplier=3.5))
     with pytest.raises(ValidationError, match="animation_region"):
         MotionOptions(animation_region="mouth")
+
+
+def test_render_and_call_flags_reach_the_options(demo_face, demo_card, tmp_path):
+    """Every driving option is a flag of render/submit/demo and of call motion; "auto" is a
+    job's expression multiplier only."""
+    import json
+
+    from talkinghead.cli import build_parser, spec_from_args
+    from talkinghead.motion_flags import motion_options
+
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps(demo_card))
+    flags = ["--animation-region", "all", "--driving-option", "pose-friendly",
+             "--driving-multiplier", "1.25", "--normalize-lip", "--expression-multiplier", "auto"]
+    args = build_parser().parse_args(["render", "--face", str(demo_face), "--audio", "a.wav",
+                                      "--card", str(card), "--out", str(tmp_path / "o.mp4"),
+                                      *flags])
+    options = spec_from_args(args).options
+    assert (options.animation_region, options.driving_option, options.driving_multiplier,
+            options.normalize_lip, options.expression_multiplier) == (
+        "all", "pose-friendly", 1.25, True, "auto")
+    call = build_parser().parse_args(["call", "motion", "--face", str(demo_face), "--out", "x.mp4",
+                                      *flags[:-2]])
+    assert motion_options(call) == MotionOptions(animation_region="all",
+                                                 driving_option="pose-friendly",
+                                                 driving_multiplier=1.25, normalize_lip=True)
+    auto = build_parser().parse_args(["call", "motion", "--face", str(demo_face), "--out", "x.mp4",
+                                      "--expression-multiplier", "auto"])
+    with pytest.raises(InputError, match="set from the speech"):
+        motion_options(auto)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["call", "motion", "--face", "f", "--out", "x.mp4",
+                                   "--animation-region", "mouth"])
