@@ -251,7 +251,8 @@ def motion_step(args: argparse.Namespace) -> None:
 
     engine = load_engine("motion", args.engine, args.weights, args.device, batch_size=1)
     report_startup()
-    options = MotionOptions(fps=RenderOptions().fps)  # the job's rate, as ours renders it
+    # the job's rate, as ours renders it; the seed animated the whole face (upstream's region)
+    options = MotionOptions(fps=RenderOptions().fps, animation_region="all")
     template = load_template(args.template).resample(options.fps)
     photo = fit_photo(read_image(Path(args.face)), options.max_side)
     frames = list(itertools.islice(engine.animate(photo, template, options), args.max_frames))

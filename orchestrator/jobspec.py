@@ -9,15 +9,19 @@ which the pipeline uses instead of reading the files again.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from talkinghead.orchestrator.speech_dynamics import SpeechDynamics
+from talkinghead.orchestrator.speech_dynamics import measure as measure_speech
 from talkinghead.services.common import option_ranges as ranges
 from talkinghead.services.common.audio import (
     DEFAULT_MAX_AUDIO_SECONDS,
@@ -28,6 +32,8 @@ from talkinghead.services.common.errors import InputError
 from talkinghead.services.common.wire import check_image_file
 from talkinghead.services.motion.options import MotionOptions
 from talkinghead.services.motion.template import MotionTemplate, load_template
+
+log = logging.getLogger(__name__)
 
 MAX_FACE_PIXELS = 40_000_000
 MAX_LOGO_PIXELS = 40_000_000  # drawn at most a few hundred pixels wide; the limit bounds its decode
@@ -54,12 +60,21 @@ class JobCard(BaseModel):
         return cleaned
 
 
+AUTO = "auto"
+
+
 class RenderOptions(MotionOptions):
     """The job's options: the motion stage's own (fps, max_side, relative_motion,
-    expression_multiplier, stitching, eye_retargeting, lip_retargeting: see MotionOptions),
-    stated flat beside the rest. ``fps`` is the output video's rate too."""
+    expression_multiplier, stitching, eye_retargeting, lip_retargeting and the driving
+    options: see MotionOptions), stated flat beside the rest. ``fps`` is the output video's
+    rate too. ``expression_multiplier`` may also be ``"auto"``: set from the speech's
+    dynamics (speech_dynamics.py) when the job's inputs are checked."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    expression_multiplier: Annotated[float, Field(
+        ge=ranges.MOTION_EXPRESSION_MULTIPLIER.low,
+        le=ranges.MOTION_EXPRESSION_MULTIPLIER.high)] | Literal["auto"] = 1.0
 
     restore: bool = True
     restore_weight: float = Field(default=0.5, ge=ranges.RESTORE_WEIGHT.low,
@@ -71,8 +86,17 @@ class RenderOptions(MotionOptions):
 
     @property
     def motion(self) -> MotionOptions:
-        """The motion stage's part, as the motion client sends it."""
-        return MotionOptions(**self.model_dump(include=set(MotionOptions.model_fields)))
+        """The motion stage's part, as the motion client sends it (a fixed expression
+        multiplier; with ``"auto"`` ask ``CheckedInputs.motion``, which knows the speech)."""
+        if self.expression_multiplier == AUTO:
+            raise ValueError("expression_multiplier 'auto' is set from the speech: use "
+                             "CheckedInputs.motion")
+        return self.motion_with(float(self.expression_multiplier))
+
+    def motion_with(self, expression_multiplier: float) -> MotionOptions:
+        """The motion stage's part with this expression multiplier."""
+        values = self.model_dump(include=set(MotionOptions.model_fields))
+        return MotionOptions(**{**values, "expression_multiplier": expression_multiplier})
 
 
 class JobSpec(BaseModel):
@@ -131,10 +155,29 @@ class CheckedInputs:
     face: bytes  # the face image file as read: sent to the motion stage, hashed for its cache
     audio: np.ndarray  # the speech, decoded: 16 kHz mono float32
     template: MotionTemplate  # the driving template, loaded
+    # the expression multiplier in use: the job's number, or the one "auto" took from the
+    # speech (then with the measure it came from)
+    expression_multiplier: float = 1.0
+    speech_dynamics: SpeechDynamics | None = None
 
     @property
     def audio_seconds(self) -> float:
         return len(self.audio) / SAMPLE_RATE
+
+    @property
+    def motion(self) -> MotionOptions:
+        """The motion options as sent, ``expression_multiplier`` resolved (and so in the
+        motion-cache key)."""
+        return self.spec.options.motion_with(self.expression_multiplier)
+
+    def expression_summary(self) -> dict:
+        """For the task result: the multiplier used, where it came from, and the measure."""
+        summary: dict = {"expression_multiplier": self.expression_multiplier,
+                         "expression_multiplier_source": "auto" if self.speech_dynamics
+                         else "fixed"}
+        if self.speech_dynamics is not None:
+            summary["speech_dynamics"] = self.speech_dynamics.to_dict()
+        return summary
 
 
 def check_inputs(spec: JobSpec, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
@@ -164,7 +207,15 @@ def check_inputs(spec: JobSpec, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SEC
     template = load_template(spec.template)
     check_output_path(Path(spec.output))
     audio = decode_audio_file(Path(spec.audio), max_audio_seconds)
-    return CheckedInputs(spec=spec, face=face_bytes, audio=audio, template=template)
+    expression, dynamics = spec.options.expression_multiplier, None
+    if expression == AUTO:
+        dynamics = measure_speech(audio)
+        expression = dynamics.multiplier
+        log.info("expression_multiplier auto: %g (pitch range %.2f st, loudness spread %.1f dB "
+                 "over %.1f s voiced, liveliness %.2f)", expression, dynamics.pitch_range_st,
+                 dynamics.loudness_spread_db, dynamics.voiced_s, dynamics.liveliness)
+    return CheckedInputs(spec=spec, face=face_bytes, audio=audio, template=template,
+                         expression_multiplier=float(expression), speech_dynamics=dynamics)
 
 
 def check_output_path(output: Path) -> None:

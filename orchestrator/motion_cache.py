@@ -90,6 +90,13 @@ class MotionClipCache:
             clip.append(VideoFrame(i, np.asarray(frames[i]), face))
         return clip
 
+    def info(self, key: str) -> dict:
+        """The ``info`` an entry was stored with ({} if it is gone or unreadable)."""
+        try:
+            return json.loads((self.root / key / "meta.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
     def put(self, key: str, clip: list[VideoFrame], info: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         n = len(clip)

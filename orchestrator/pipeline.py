@@ -41,6 +41,7 @@ from talkinghead.orchestrator.stage_clients import (
 from talkinghead.orchestrator.time_budget import JobBudget
 from talkinghead.services.common.frames import VideoFrame
 from talkinghead.services.common.logs import job_context
+from talkinghead.services.motion.options import MotionOptions, MotionReport
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class RenderResult:
     cache_hits: dict[str, bool] = field(default_factory=dict)
     missing_glyphs: list[str] = field(default_factory=list)
     """Card characters no available font has ('U+E000', ...), drawn as U+FFFD instead."""
+    motion: dict = field(default_factory=dict)
+    """The driving options the clip was made with, and the motion engine's report on them
+    (expression-friendly's m, lip normalised or not, options not applied and why)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,10 +107,12 @@ def motion_clip(
     job: CheckedInputs, targets: StageTargets, progress: JobProgress,
     cache: MotionClipCache | None, timeout: float | None = None,
     busy_deadline: float | None = None,
-) -> tuple[list[VideoFrame], str, bool]:
-    """(clip, engine name, cache hit): the presenter's motion clip for this job."""
+) -> tuple[list[VideoFrame], str, bool, dict]:
+    """(clip, engine name, cache hit, motion report): the presenter's motion clip for this
+    job, and what the motion engine did with the driving options (MotionReport.to_dict,
+    kept with a cached clip)."""
     spec, template, face_bytes = job.spec, job.template, job.face
-    options = spec.options.motion
+    options = job.motion  # expression_multiplier resolved ("auto": from the speech)
     # a template given as a file travels with the request; a name is the server's own
     template_arg: str | bytes = spec.template
     if Path(spec.template).suffix in (".npz", ".pkl") and Path(spec.template).is_file():
@@ -119,7 +125,8 @@ def motion_clip(
             key = clip_key(face_bytes, template, options, f"{engine.name}:{engine.fingerprint}")
             clip = cache.get(key)
             if clip is not None:
-                return with_clip_identity(clip, key), engine.name, True
+                report = cache.info(key).get("report", {})
+                return with_clip_identity(clip, key), engine.name, True, report
         progress.start("motion", 0)
         clip, header = motion.animate(
             face_bytes, template_arg, options, timeout=timeout,
@@ -130,13 +137,26 @@ def motion_clip(
         )
     finally:
         motion.close()
+    report = MotionReport.from_proto(header.report).to_dict()
     if cache is not None and key is not None:
         cache.put(key, clip, {"engine": header.engine.name, "template": template.name,
-                              "fingerprint": header.engine.fingerprint})
+                              "fingerprint": header.engine.fingerprint, "report": report})
     if key is None:  # no cache: the same key all the same, from the engine that answered
         key = clip_key(face_bytes, template, options,
                        f"{header.engine.name}:{header.engine.fingerprint}")
-    return with_clip_identity(clip, key), header.engine.name, False
+    return with_clip_identity(clip, key), header.engine.name, False, report
+
+
+def motion_summary(options: MotionOptions, report: dict) -> dict:
+    """The task result's ``motion``: the options that shaped the clip, and the engine's report."""
+    return {
+        "animation_region": options.animation_region,
+        "driving_option": options.driving_option,
+        "driving_multiplier": options.driving_multiplier,
+        "normalize_lip": options.normalize_lip,
+        "expression_multiplier": options.expression_multiplier,
+        **report,
+    }
 
 
 def with_clip_identity(clip: list[VideoFrame], key: str) -> list[VideoFrame]:
@@ -198,7 +218,7 @@ def render_video(
         # A busy server (RESOURCE_EXHAUSTED) is waited for until shortly before the job's
         # soft time limit, never counted against a retry budget.
         busy_deadline = started + deadlines.soft_s - min(60.0, 0.1 * deadlines.soft_s)
-        clip, engine_name, cache_hit = motion_clip(job, targets, progress, cache,
+        clip, engine_name, cache_hit, motion_report = motion_clip(job, targets, progress, cache,
                                                    deadlines.motion_s, busy_deadline)
         progress.set_total("motion", len(clip))
         progress.finish("motion")
@@ -289,6 +309,7 @@ def render_video(
             restore_replicas_out=fanout.ever_out() if fanout else {},
             cache_hits={"motion": cache_hit},
             missing_glyphs=list(renderer.missing_glyphs),
+            motion={**motion_summary(job.motion, motion_report), **job.expression_summary()},
         )
         log.info("rendered %s: %d frames in %.2fs", spec.output, n_out, seconds["total"])
         return result

@@ -161,6 +161,14 @@ def print_result(result: dict) -> None:
     stages = result.get("stage_seconds", {})
     console.print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()),
                   highlight=False)
+    motion = result.get("motion") or {}
+    if motion:
+        console.print(f"motion: region {motion.get('animation_region')}, "
+                      f"{motion.get('driving_option')}, driving multiplier "
+                      f"{motion.get('driving_multiplier', 1):g}, expression multiplier "
+                      f"{motion.get('expression_multiplier', 1):g}", highlight=False)
+        for note in motion.get("notes", []):
+            console.print(f"[yellow]motion:[/] {note}", highlight=False)
     if result.get("missing_glyphs"):
         console.print("[yellow]no font has[/] " + ", ".join(result["missing_glyphs"])
                       + " (drawn as \N{REPLACEMENT CHARACTER})", highlight=False)
@@ -306,11 +314,20 @@ def cmd_template_extract(args: argparse.Namespace) -> int:
         elif done == total or done % 64 == 0:
             print(f"template extract: frames {done}/{total}", file=sys.stderr)
 
+    smooth = args.smooth_variance if args.smooth else None
+    if smooth is not None and not smooth > 0:
+        raise CliError(f"--smooth-variance must be positive; got {smooth:g}")
     arrays = extract_template_file(Path(args.video), Path(args.out), root, args.device,
-                                   max_frames=args.max_frames, on_progress=progress)
+                                   max_frames=args.max_frames, on_progress=progress,
+                                   smooth_variance=smooth)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print(f"wrote {args.out}: {int(arrays['n_frames'])} frames at {float(arrays['fps']):g} fps")
+    if "jitter_raw" in arrays:
+        raw, smoothed = arrays["jitter_raw"], arrays["jitter_smoothed"]
+        print(f"Kalman smoothing (observation variance {smooth:g}): frame-to-frame jitter "
+              f"(RMS second difference) angles {raw[0]:.4g} -> {smoothed[0]:.4g} deg, exp "
+              f"{raw[1]:.4g} -> {smoothed[1]:.4g}, t {raw[2]:.4g} -> {smoothed[2]:.4g}")
     return 0
 
 
@@ -475,6 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--weights", help="weights directory (default TALKINGHEAD_WEIGHTS_DIR)")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     e.add_argument("--max-frames", type=int, help="only the first N frames (previews, tests)")
+    e.add_argument("--smooth", action="store_true",
+                   help="Kalman-smooth the extracted motion (upstream's smoother for source "
+                        "videos, offered here for templates; prints the jitter before/after)")
+    e.add_argument("--smooth-variance", type=float, default=3e-7,
+                   help="the smoother's observation variance: larger is smoother "
+                        "(default %(default)g, upstream's)")
     e.set_defaults(func=cmd_template_extract)
 
     p = sub.add_parser("templates", help="list the bundled driving templates")

@@ -9,7 +9,18 @@ from pydantic import ValidationError
 
 from talkinghead.services.common import option_ranges as ranges
 from talkinghead.services.common.errors import InputError
+from talkinghead.services.motion.driving import ANIMATION_REGIONS, DRIVING_OPTIONS
 from talkinghead.services.motion.options import DEFAULTS, MotionOptions
+
+
+def multiplier_or_auto(text: str) -> float | str:
+    """``--expression-multiplier``: a number, or ``auto`` (set from the speech, jobs only)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
 
 
 def add_motion_flags(parser: argparse.ArgumentParser) -> None:
@@ -20,10 +31,12 @@ def add_motion_flags(parser: argparse.ArgumentParser) -> None:
                         help=f"longest side of the animated frames, "
                              f"{ranges.MOTION_MAX_SIDE.text()}; the photo is scaled down, never "
                              f"up (default %(default)d)")
-    parser.add_argument("--expression-multiplier", type=float,
+    parser.add_argument("--expression-multiplier", type=multiplier_or_auto,
                         default=DEFAULTS.expression_multiplier,
                         help=f"scales the template's expressions, "
-                             f"{ranges.MOTION_EXPRESSION_MULTIPLIER.text()} (default %(default)g)")
+                             f"{ranges.MOTION_EXPRESSION_MULTIPLIER.text()}, or 'auto' (render, "
+                             f"submit, demo: set from the speech's liveliness) "
+                             f"(default %(default)s)")
     parser.add_argument("--no-relative-motion", dest="relative_motion", action="store_false",
                         help="the template's absolute head pose, not its motion relative to "
                              "its first frame")
@@ -34,6 +47,21 @@ def add_motion_flags(parser: argparse.ArgumentParser) -> None:
                         help="(LivePortrait) eye openness from the template")
     parser.add_argument("--lip-retargeting", action="store_true",
                         help="(LivePortrait) lip openness from the template")
+    parser.add_argument("--animation-region", choices=ANIMATION_REGIONS,
+                        default=DEFAULTS.animation_region,
+                        help="which parts of the template's motion reach the photo "
+                             "(default %(default)s: head pose and eyes, the mouth left to "
+                             "lipsync; 'all' is upstream LivePortrait's command line)")
+    parser.add_argument("--driving-option", choices=DRIVING_OPTIONS,
+                        default=DEFAULTS.driving_option,
+                        help="(LivePortrait) default %(default)s; for a photo with relative "
+                             "motion both animate alike")
+    parser.add_argument("--driving-multiplier", type=float, default=DEFAULTS.driving_multiplier,
+                        help=f"scales the whole driving motion, "
+                             f"{ranges.MOTION_DRIVING_MULTIPLIER.text()} (default %(default)g)")
+    parser.add_argument("--normalize-lip", action="store_true",
+                        help="(LivePortrait) close the photo's mouth before animation (needs "
+                             "the landmark models; the result says when it was not applied)")
 
 
 def motion_values(args: argparse.Namespace) -> dict:
@@ -43,6 +71,9 @@ def motion_values(args: argparse.Namespace) -> dict:
 
 def motion_options(args: argparse.Namespace) -> MotionOptions:
     """The flags as MotionOptions; InputError naming the flag for a value out of range."""
+    if args.expression_multiplier == "auto":
+        raise InputError("--expression-multiplier auto is set from the speech: it works with "
+                         "render, submit and demo; give a number here")
     try:
         return MotionOptions(**motion_values(args))
     except ValidationError as exc:

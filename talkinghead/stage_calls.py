@@ -69,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
         frames, header = client.animate(face.read_bytes(), template,
                                         motion_options(args), timeout=args.timeout)
         n = write_frames(frames, out, header.fps)
+        report = header.report
+        print(f"motion multiplier (expression-friendly) {report.motion_multiplier or 1.0:.6g}, "
+              f"lip normalised: {'yes' if report.lip_normalized else 'no'}")
+        for note in report.notes:
+            print(f"note: {note}")
     elif args.stage == "lipsync":
         audio = Path(args.audio)
         if not audio.is_file():

@@ -58,8 +58,12 @@ Copied unchanged, and why:
   only when resampy is not installed, ``wav44100_int16``, ``wav44100_loaded_16k`` and
   ``mel_from_44100`` (resampy ``kaiser_best``'s output, independent of the salt: the
   resampling test stays a test against resampy).
-- ``liveportrait/driving_options.npz`` and ``musetalk/``: no test reads them; each file
-  carries its own salt, so a copy stays self-consistent.
+- ``liveportrait/driving_options.npz``: another synthetic source (and the published
+  203 landmarks, jittered), two other templates (default ``d5`` and ``shy``) at other
+  frames, every published variant name with the templates renamed; keypoints from our M,
+  stitching and lip MLPs and driving.py.
+- ``musetalk/``: no test reads it; each file carries its own salt, so a copy stays
+  self-consistent.
 """
 
 from __future__ import annotations
@@ -82,7 +86,6 @@ OPENCV_MAJOR = int(cv2.__version__.split(".")[0])
 COPIED_FILES = (
     "README.md",
     "gfpgan/README.md", "liveportrait/README.md", "wav2lip/README.md",
-    "liveportrait/driving_options.npz",
 )
 
 
@@ -286,6 +289,74 @@ def liveportrait(pack: Pack, template: str, template_frame: int) -> None:
             "warp_out_std": np.float64(warped.out.std()), "out": out.numpy(),
         }
         pack.write("liveportrait/frame_e2e.npz", e2e)
+
+
+def liveportrait_driving_options(pack: Pack, templates: tuple[str, str]) -> None:
+    """driving_options.npz with another source, other templates and frames (every published
+    variant, the published template names replaced by ``templates``)."""
+    from talkinghead.services.motion.driving import DrivingSettings, drive_batch, prepare_source
+    from talkinghead.services.motion.keypoints import DrivingFrame, KeypointInfo, lip_open_ratio
+    from talkinghead.services.motion.networks.motion_extractor import (
+        MotionExtractor,
+        motion_keys_from_official,
+    )
+    from talkinghead.services.motion.networks.stitching_retargeting import (
+        load_stitching_retargeting,
+        official_layout_from_prefixed,
+    )
+    from talkinghead.services.motion.template import template_from_npz
+
+    relative = "liveportrait/driving_options.npz"
+    published = pack.read(relative)
+    names = [str(v) for v in published["variants"]]
+    old = list(dict.fromkeys(n.split("|")[0] for n in names))
+    if len(old) != len(templates):
+        raise SystemExit(f"{relative}: the published file has {len(old)} templates; give as many")
+    renamed = {f"{a}|": f"{b}|" for a, b in zip(old, templates, strict=True)}
+    rng = pack.rng("driving_options")
+    M = load_strict(MotionExtractor(), motion_keys_from_official(
+        pack.weights("liveportrait/motion_extractor.manifest.json")), "motion_extractor").eval()
+    stitching, lip, _ = load_stitching_retargeting(official_layout_from_prefixed(
+        pack.weights("liveportrait/stitching_retargeting_module.manifest.json")))
+    source_rgb = face_picture(rng, 256, 256, (126, 132), 148, 3)[..., ::-1].copy()
+    landmarks = (published["source_landmarks_203"]
+                 + rng.normal(0, 0.6, published["source_landmarks_203"].shape)).astype(np.float32)
+    lip_ratio = float(lip_open_ratio(landmarks)[0])
+    arrays: dict[str, np.ndarray] = {
+        "salt": np.array(pack.salt), "source_rgb": source_rgb, "source_landmarks_203": landmarks,
+        "lip_normalize_threshold": published["lip_normalize_threshold"],
+        "provenance": np.array([f"alternate pack: our driving.py, salt {pack.salt}"]),
+    }
+    motions = {t: template_from_npz(pack.published / f"liveportrait/templates/{t}.npz", t)
+               for t in templates}
+
+    def frames_of(motion, index) -> DrivingFrame:
+        return DrivingFrame(*(torch.from_numpy(np.ascontiguousarray(getattr(motion, a)[index]))
+                              for a in ("R", "exp", "scale", "t")))
+
+    with torch.inference_mode():
+        info = KeypointInfo.from_heads(M(torch.from_numpy(unit_image(source_rgb))))
+        arrays["x_s"] = info.keypoints().numpy()
+        ours = []
+        for name in names:
+            template, option, region, normlip, mult = name.split("|")
+            for a, b in renamed.items():
+                template = (template + "|").replace(a, b)[:-1]
+            motion = motions[template]
+            n = motion.n_frames
+            index = np.unique(np.array([0, 2, 5, n // 4, (2 * n) // 3, n - 1]).clip(0, n - 1))
+            settings = DrivingSettings(region=region, option=option,
+                                       multiplier=float(mult.removeprefix("mult=")),
+                                       normalize_lip=normlip == "normlip=1")
+            first = frames_of(motion, slice(0, 1))
+            source = prepare_source(info, first, settings, lip_ratio=lip_ratio, lip_mlp=lip)
+            x_d = drive_batch(source, frames_of(motion, index), first, settings, stitching)
+            new_name = "|".join([template, option, region, normlip, mult])
+            ours.append(new_name)
+            arrays[f"{new_name}|frames"] = index.astype(np.int64)
+            arrays[f"{new_name}|x_d"] = x_d.numpy()
+    arrays["variants"] = np.array(ours)
+    pack.write(relative, arrays, renamed=renamed)
 
 
 # ---- Wav2Lip -----------------------------------------------------------------------------
@@ -671,6 +742,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--published", type=Path, default=None, help="default: TH_REFERENCE_DIR")
     parser.add_argument("--template", default="d5")
     parser.add_argument("--template-frame", type=int, default=101)
+    parser.add_argument("--driving-templates", nargs=2, default=["d5", "shy"],
+                        help="driving_options.npz's two templates")
     parser.add_argument("--audio-samples", type=int, default=41_337, help="new waveform length")
     parser.add_argument("--audio-shift", type=int, default=5_000)
     parser.add_argument("--s3fd-sizes", type=size, nargs=2, default=[(160, 160), (224, 288)])
@@ -699,6 +772,7 @@ def main(argv: list[str] | None = None) -> None:
         retinaface(pack, args.retinaface_sizes)
     if "liveportrait" in parts:
         liveportrait(pack, args.template, args.template_frame)
+        liveportrait_driving_options(pack, tuple(args.driving_templates))
     if "gfpgan" in parts:
         gfpgan(pack, args.pipeline_frame)
 

@@ -124,8 +124,46 @@ def test_positive_roll_turns_the_head_clockwise_on_screen(engine, photo):
 
 
 def test_zoom_enlarges_the_face(engine, photo):
-    frames = list(engine.animate(photo, synthetic_template(2, zoom=1.1), MotionOptions()))
+    """Scale is part of region "all" only (as upstream)."""
+    frames = list(engine.animate(photo, synthetic_template(2, zoom=1.1),
+                                 MotionOptions(animation_region="all")))
     assert frames[1].face.width == pytest.approx(frames[0].face.width * 1.1, rel=1e-3)
+
+
+@pytest.mark.parametrize(("region", "moves", "zooms"), [
+    ("all", True, True), ("pose", True, False), ("pose+eyes", True, False),
+    ("exp", False, False), ("lip", False, False), ("eyes", False, False)])
+def test_regions_that_concern_pose(engine, photo, region, moves, zooms):
+    """Rotation and translation follow the template in all, pose and pose+eyes; scale in all
+    only; the expression-only regions keep the head where it is."""
+    template = synthetic_template(2, roll=8.0, t=(0.05, 0.0), zoom=1.1)
+    frames = list(engine.animate(photo, template, MotionOptions(animation_region=region)))
+    still = np.array_equal(frames[1].image, photo)
+    assert still != moves
+    ratio = frames[1].face.width / frames[0].face.width
+    if zooms:
+        assert ratio > 1.05
+    elif moves:  # roll alone leaves the axis-aligned box about as wide (cos 8° foreshortening none)
+        assert ratio < 1.05
+
+
+def test_driving_multiplier_scales_the_pose_change(engine, photo):
+    template = synthetic_template(2, t=(0.05, 0.0))
+    once, twice = (list(engine.animate(photo, template, MotionOptions(driving_multiplier=m)))
+                   for m in (1.0, 2.0))
+    shift = [f[1].face.center[0] - f[0].face.center[0] for f in (once, twice)]
+    assert shift[0] > 1 and shift[1] == pytest.approx(2 * shift[0], rel=1e-3)
+    zero = list(engine.animate(photo, template, MotionOptions(driving_multiplier=0.0)))
+    assert np.array_equal(zero[1].image, photo)
+
+
+def test_lip_normalisation_is_reported_not_applied(engine, photo):
+    from talkinghead.services.motion.options import MotionReport
+
+    report = MotionReport()
+    list(engine.animate(photo, synthetic_template(2), MotionOptions(normalize_lip=True), report))
+    assert any("lip normalisation not applied" in n for n in report.notes)
+    assert not report.lip_normalized
 
 
 def test_absolute_rotation_differs_from_relative(engine, photo):

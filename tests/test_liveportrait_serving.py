@@ -59,9 +59,13 @@ def test_serves_and_animates_the_demo_face(weights, demo_face, tmp_path):
         info = client.engine_info()
         assert info.name == "liveportrait" and info.fingerprint.startswith("liveportrait-")
         frames, header = client.animate(demo_face.read_bytes(), two_frame_template(),
-                                        MotionOptions(fps=20.0), timeout=600)
+                                        MotionOptions(fps=20.0, normalize_lip=True), timeout=600)
         client.close()
         assert header.engine.name == "liveportrait"
+        # no landmark models in these weights: lip normalisation is reported, not guessed
+        assert not header.report.lip_normalized
+        assert any("203-point landmarks" in note for note in header.report.notes)
+        assert abs(header.report.motion_multiplier - 1.0) < 1e-5  # expression-friendly, photo
         assert len(frames) == 2 and frames[0].image.shape == (512, 512, 3)
         face = frames[0].face
         assert face is not None and face.crop_size == 256 and face.crop_transform.shape == (2, 3)
@@ -175,3 +179,41 @@ def test_eye_and_lip_retargeting(weights, tmp_path):
         absolute = engine._retarget(x_s, x_d, d1, slice(3, 5), ratios, relative=False)
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(absolute - x_d, expected - x_s)
+
+
+def test_lip_normalisation_reads_the_photos_landmarks(weights, tmp_path):
+    """With the landmark models the photo's lip-open ratio comes from its 203 landmarks and
+    drives lip normalisation (driving.py, checked on the pack); without them there is no
+    ratio, and the report says so instead of guessing."""
+    pytest.importorskip("onnxruntime", reason="install the onnx extra")
+    from talkinghead.services.motion.driving import prepare_source
+    from talkinghead.services.motion.keypoints import DrivingFrame, KeypointInfo, lip_open_ratio
+    from talkinghead.services.motion.liveportrait_engine import LivePortraitEngine, template_frames
+    from tests.test_onnx_face import PHOTO_SHAPES, build_weights, photo
+
+    shape = next(iter(PHOTO_SHAPES.values()))
+    image = photo(shape, (90, 120, 150))
+    wants = MotionOptions(normalize_lip=True)
+    plain = LivePortraitEngine(weights, "cpu")
+    assert plain._source_lip_ratio(image, wants) is None
+    subprocess.run(["cp", "-r", str(weights), str(tmp_path / "w")], check=True)
+    engine = LivePortraitEngine(build_weights(tmp_path / "w", shape), "cpu")
+    assert engine._source_lip_ratio(image, MotionOptions()) is None  # not asked for
+    ratio = engine._source_lip_ratio(image, wants)
+    expected = float(lip_open_ratio(engine.face_analyzer.analyze(image).landmarks_203)[0])
+    assert ratio == pytest.approx(expected)
+
+    torch.manual_seed(0)
+    info = KeypointInfo(pitch=torch.zeros(1, 1), yaw=torch.zeros(1, 1), roll=torch.zeros(1, 1),
+                        R=torch.eye(3)[None], canonical=torch.randn(1, 21, 3) * 0.3,
+                        exp=torch.zeros(1, 21, 3), scale=torch.ones(1, 1), t=torch.zeros(1, 3))
+    first = template_frames(load_template("talking"), slice(0, 1), "cpu")
+    assert isinstance(first, DrivingFrame)
+    lip = engine.nets.lip
+    with torch.inference_mode():
+        none = prepare_source(info, first, wants.driving(), lip_ratio=None, lip_mlp=lip)
+        opened = prepare_source(info, first, wants.driving(), lip_ratio=0.2, lip_mlp=lip)
+        closed = prepare_source(info, first, wants.driving(), lip_ratio=0.01, lip_mlp=lip)
+    assert none.lip_delta is None and "203-point landmarks" in none.notes[0]
+    assert opened.lip_delta is not None and opened.notes == []
+    assert closed.lip_delta is None and "below 0.03" in closed.notes[0]

@@ -93,6 +93,9 @@ MOTION_OUT_OF_RANGE = [
     ("options.expression_multiplier", "0..3", {"expression_multiplier": -0.01}),
     ("options.expression_multiplier", "0..3", {"expression_multiplier": 3.01}),
     ("options.expression_multiplier", "0..3", {"expression_multiplier": NAN}),
+    ("options.driving_multiplier", "0..3", {"driving_multiplier": -0.01}),
+    ("options.driving_multiplier", "0..3", {"driving_multiplier": 3.01}),
+    ("options.driving_multiplier", "0..3", {"driving_multiplier": NAN}),
     ("chunk_frames", "1..256", {"chunk_frames": 257}),
     ("chunk_frames", "1..256", {"chunk_frames": 2**32 - 1}),
 ]
@@ -283,7 +286,14 @@ def test_the_motion_servers_geometry_is_accepted(stack, photo_bytes):
 
 
 def field_bounds(model, name: str) -> tuple[float, float]:
-    meta = model.model_fields[name].metadata
+    import typing
+
+    info = model.model_fields[name]
+    meta = list(info.metadata)
+    # a number-or-word field (expression_multiplier: a number or "auto"): the number's bounds
+    for arg in typing.get_args(info.annotation):
+        for inner in typing.get_args(arg)[1:]:
+            meta.extend(getattr(inner, "metadata", [inner]))
     low = next(m.ge for m in meta if hasattr(m, "ge"))
     high = next(m.le for m in meta if hasattr(m, "le"))
     return low, high
@@ -296,6 +306,7 @@ def field_bounds(model, name: str) -> tuple[float, float]:
         ("fps", ranges.LIPSYNC_FPS),
         ("max_side", ranges.MOTION_MAX_SIDE),
         ("expression_multiplier", ranges.MOTION_EXPRESSION_MULTIPLIER),
+        ("driving_multiplier", ranges.MOTION_DRIVING_MULTIPLIER),
         ("restore_weight", ranges.RESTORE_WEIGHT),
     ],
 )

@@ -36,7 +36,7 @@ from talkinghead.services.common.frames import FaceGeometry, VideoFrame
 
 if TYPE_CHECKING:
     from talkinghead.services.common.server import ServerSettings
-    from talkinghead.services.motion.options import MotionOptions
+    from talkinghead.services.motion.options import MotionOptions, MotionReport
     from talkinghead.services.motion.template import MotionTemplate
 
 
@@ -91,9 +91,11 @@ class MotionEngine(Engine):
         """The face the motion will be anchored on; NoFaceError if the photo has none."""
 
     @abstractmethod
-    def animate(self, photo: np.ndarray, template: MotionTemplate,
-                options: MotionOptions) -> Iterator[VideoFrame]:
-        """One frame per template frame (the template already resampled to ``options.fps``)."""
+    def animate(self, photo: np.ndarray, template: MotionTemplate, options: MotionOptions,
+                report: MotionReport | None = None) -> Iterator[VideoFrame]:
+        """One frame per template frame (the template already resampled to ``options.fps``).
+        ``report``, when given, is filled in before the first frame is yielded: what was
+        done with the driving options, and what was not (with the reason)."""
 
 
 class LipSyncEngine(Engine):

@@ -32,6 +32,7 @@ class Range:
 MOTION_FPS = Range(10.0, 60.0, "0 means the template's own rate")
 MOTION_MAX_SIDE = Range(128, 4096, "0 means 1024")
 MOTION_EXPRESSION_MULTIPLIER = Range(0.0, 3.0, "unset means 1.0")
+MOTION_DRIVING_MULTIPLIER = Range(0.0, 3.0, "unset means 1.0")
 MOTION_CHUNK_FRAMES = Range(1, 256, "0 means the server's default")
 # LipSyncService.Sync (required: no unset case)
 LIPSYNC_FPS = Range(10.0, 60.0)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
+    from talkinghead.services.motion.driving import RegionParts
     from talkinghead.services.motion.networks.motion_extractor import MotionHeads
 
 N_BINS = 66
@@ -92,25 +93,63 @@ class DrivingFrame:
     t: torch.Tensor  # [B, 3]
 
 
+# Absolute motion with the whole expression (regions all, exp): upstream takes the template's
+# expression only for these keypoints and coordinates, the rest stays the photo's.
+_ABSOLUTE_EXP_ROWS = (1, 2, 6, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20)
+_ABSOLUTE_EXP_CELLS = ((3, 1), (4, 1), (5, 2), (8, 2), (9, 1), (9, 2))
+
+
+def expression_mask(keypoints: tuple[int, ...], relative: bool) -> torch.Tensor:
+    """[21, 3] bool: which expression values follow the template."""
+    mask = torch.zeros(N_KEYPOINTS, 3, dtype=torch.bool)
+    if not relative and len(keypoints) == N_KEYPOINTS:
+        mask[list(_ABSOLUTE_EXP_ROWS)] = True
+        for row, col in _ABSOLUTE_EXP_CELLS:
+            mask[row, col] = True
+    else:
+        mask[list(keypoints)] = True
+    return mask
+
+
 def driving_keypoints(
     source: KeypointInfo,
     frame: DrivingFrame,
     first: DrivingFrame,
     relative: bool = True,
+    parts: RegionParts | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The source's keypoints moved by the template (the official image-animation path).
 
     Relative motion adds the template's change since its first frame to the source's own
-    pose and expression; absolute motion replaces them. Translation loses its z. Returns
-    x_d and the intermediate R_new, delta_new, scale_new, t_new.
+    pose and expression; absolute motion replaces them (keeping the photo's scale, as
+    upstream). ``parts`` (driving.py's animation region; None: all) says which of rotation,
+    translation, scale and expression keypoints follow the template; the others keep the
+    photo's. Translation loses its z. Returns x_d and the intermediate R_new, delta_new,
+    scale_new, t_new.
     """
+    batch = frame.R.shape[0]
+    rotation = translation = scale = True
+    expression: tuple[int, ...] = tuple(range(N_KEYPOINTS))
+    if parts is not None:
+        rotation, translation, scale = parts.rotation, parts.translation, parts.scale
+        expression = parts.expression
+    src_R, src_exp = source.R.expand(batch, -1, -1), source.exp.expand(batch, -1, -1)
+    src_scale, src_t = source.scale.expand(batch, -1), source.t.expand(batch, -1)
     if relative:
-        R_new = (frame.R @ first.R.transpose(1, 2)) @ source.R
-        delta_new = source.exp + (frame.exp - first.exp)
-        scale_new = source.scale * (frame.scale / first.scale)
-        t_new = source.t + (frame.t - first.t)
+        R_new = (frame.R @ first.R.transpose(1, 2)) @ source.R if rotation else src_R
+        moved_exp = source.exp + (frame.exp - first.exp)
+        scale_new = source.scale * (frame.scale / first.scale) if scale else src_scale
+        t_new = source.t + (frame.t - first.t) if translation else src_t
     else:
-        R_new, delta_new, scale_new, t_new = frame.R, frame.exp, frame.scale, frame.t
+        R_new = frame.R if rotation else src_R
+        moved_exp = frame.exp
+        scale_new = src_scale
+        t_new = frame.t if translation else src_t
+    if expression:
+        mask = expression_mask(expression, relative).to(frame.exp.device)
+        delta_new = torch.where(mask, moved_exp, src_exp)
+    else:
+        delta_new = src_exp
     t_new = torch.cat([t_new[:, :2], torch.zeros_like(t_new[:, 2:])], dim=1)
     x_d = scale_new[:, :, None] * (source.canonical @ R_new + delta_new) + t_new[:, None, :]
     return x_d, {"R_new": R_new, "delta_new": delta_new, "scale_new": scale_new, "t_new": t_new}
@@ -128,14 +167,6 @@ def apply_stitching(
     stitched = x_d + offsets
     stitched = torch.cat([stitched[..., :2] + shift[:, None, :], stitched[..., 2:]], dim=2)
     return stitched, delta
-
-
-def expression_friendly(
-    x_s: torch.Tensor, x_d: torch.Tensor, x_d_first: torch.Tensor, multiplier: float
-) -> torch.Tensor:
-    """The command-line default ("expression-friendly"): x_s + (x_d − x_d⁰) · m, m from the
-    ratio of the keypoint hulls' volumes (here given directly as ``multiplier``)."""
-    return x_s + (x_d - x_d_first) * multiplier
 
 
 # ---- eye and lip retargeting (paper §3.3) --------------------------------------------------

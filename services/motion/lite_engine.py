@@ -22,9 +22,13 @@ further out, sampled backwards with ``cv2.remap``. The background far from the h
 copied untouched and there is no seam to hide. Everything that does not change between
 frames (pixel grid, weight mask, region of interest) is computed once per clip.
 
-``options.expression_multiplier``, ``stitching`` and the retargeting flags act on
-LivePortrait's expression keypoints, which this engine does not model: they have no lite
-effect. With ``relative_motion`` off the rotation is the template's absolute pose; scale
+The animation region's pose parts are honoured: ``all`` moves rotation, translation and
+scale, ``pose`` and ``pose+eyes`` rotation and translation, ``exp``, ``lip`` and ``eyes``
+keep the head still; ``driving_multiplier`` scales the pose change (angles, shift, zoom's
+departure from 1). ``options.expression_multiplier``, ``stitching``, lip normalisation and
+the retargeting flags act on LivePortrait's expression keypoints, which this engine does not
+model: they have no lite effect (the report says so for lip normalisation). With
+``relative_motion`` off the rotation is the template's absolute pose; scale
 and translation stay relative to the first frame, since the photo's own position in the
 template's coordinates is unknown.
 """
@@ -41,7 +45,8 @@ from talkinghead.services.common.engine_contract import MotionEngine
 from talkinghead.services.common.errors import InputError, NoFaceError
 from talkinghead.services.common.face_detection import largest_face
 from talkinghead.services.common.frames import FaceGeometry, VideoFrame
-from talkinghead.services.motion.options import MotionOptions
+from talkinghead.services.motion.driving import region_parts
+from talkinghead.services.motion.options import MotionOptions, MotionReport
 from talkinghead.services.motion.template import MotionTemplate, rotation_to_euler_degrees
 
 # Geometry of the head relative to the detected face box, in face-box widths. The long fade
@@ -65,16 +70,27 @@ class HeadPose:
     shift: tuple[float, float]  # template translation delta, keypoint units (x, y)
 
 
-def template_poses(template: MotionTemplate, relative: bool = True) -> list[HeadPose]:
-    """Per-frame head pose of the template, relative to its first frame when asked."""
+def template_poses(template: MotionTemplate, relative: bool = True, region: str = "all",
+                   multiplier: float = 1.0) -> list[HeadPose]:
+    """Per-frame head pose of the template, relative to its first frame when asked, with
+    only the pose parts of the animation region, scaled by the driving multiplier."""
+    parts = region_parts(region)
     R0 = template.R[0].astype(np.float64)
     poses = []
     for i in range(template.n_frames):
-        Ri = template.R[i].astype(np.float64)
-        pitch, yaw, roll = rotation_to_euler_degrees(Ri @ R0.T if relative else Ri)
-        zoom = float(template.scale[i, 0] / max(template.scale[0, 0], 1e-6))
-        dx, dy = (template.t[i, :2] - template.t[0, :2]).astype(float)
-        poses.append(HeadPose(pitch, yaw, roll, zoom, (float(dx), float(dy))))
+        pitch = yaw = roll = 0.0
+        if parts.rotation:
+            Ri = template.R[i].astype(np.float64)
+            pitch, yaw, roll = rotation_to_euler_degrees(Ri @ R0.T if relative else Ri)
+        zoom = 1.0
+        if parts.scale:
+            zoom = float(template.scale[i, 0] / max(template.scale[0, 0], 1e-6))
+        dx = dy = 0.0
+        if parts.translation:
+            dx, dy = (float(v) for v in (template.t[i, :2] - template.t[0, :2]))
+        m = multiplier
+        poses.append(HeadPose(pitch * m, yaw * m, roll * m, 1.0 + (zoom - 1.0) * m,
+                              (dx * m, dy * m)))
     return poses
 
 
@@ -181,14 +197,20 @@ class LiteMotionEngine(MotionEngine):
         return face
 
     def animate(
-        self, photo: np.ndarray, template: MotionTemplate, options: MotionOptions
+        self, photo: np.ndarray, template: MotionTemplate, options: MotionOptions,
+        report: MotionReport | None = None,
     ) -> Iterator[VideoFrame]:
         """One frame per template frame (already resampled to ``options.fps``).
 
         The photo is checked and its face found here, before the first frame is asked for.
         """
         face = self.prepare(photo)
-        return self._frames(photo, face, template_poses(template, options.relative_motion))
+        if report is not None and options.normalize_lip:
+            report.notes.append("lip normalisation not applied: the lite engine does not "
+                                "model the mouth's keypoints")
+        poses = template_poses(template, options.relative_motion, options.animation_region,
+                               options.driving_multiplier)
+        return self._frames(photo, face, poses)
 
     @staticmethod
     def _frames(photo: np.ndarray, face: FaceGeometry, poses: list[HeadPose]) -> Iterator[VideoFrame]:

@@ -21,17 +21,16 @@ from talkinghead.services.common.engine_contract import MotionEngine, NeuralEngi
 from talkinghead.services.common.errors import InputError, NoFaceError
 from talkinghead.services.common.face_detection import largest_face
 from talkinghead.services.common.frames import FaceGeometry, VideoFrame
+from talkinghead.services.motion.driving import drive_batch, prepare_source
 from talkinghead.services.motion.face_crop import NETWORK_SIZE, FaceCrop, crop_for_face, paste_back
 from talkinghead.services.motion.keypoints import (
     DrivingFrame,
     KeypointInfo,
-    apply_stitching,
-    driving_keypoints,
     eye_open_ratios,
     lip_open_ratio,
     retargeting_delta,
 )
-from talkinghead.services.motion.options import MotionOptions
+from talkinghead.services.motion.options import MotionOptions, MotionReport
 from talkinghead.services.motion.template import MotionTemplate
 
 log = logging.getLogger(__name__)
@@ -61,9 +60,11 @@ class LivePortraitEngine(NeuralEngine, MotionEngine):
 
     def __init__(self, weights_dir: Path | None, device: str, batch_size: int = 4,
                  half: bool = False):
+        from talkinghead.services.common.grid_sampling import check_mps_grid_sample
         from talkinghead.services.motion.liveportrait_weights import load_networks
 
         super().__init__(weights_dir, device, batch_size, half)  # the keypoint maths stays fp32
+        check_mps_grid_sample(device)  # on mps: native 3-D grid_sample, or a clear refusal
         self.nets = load_networks(self.weights_dir).to(device, self.dtype)
         self.fingerprint = f"liveportrait-{self.nets.fingerprint}"
         # The official crop (InsightFace + landmark ONNX models) when those files and
@@ -155,14 +156,34 @@ class LivePortraitEngine(NeuralEngine, MotionEngine):
                                               lambda v, m=mlp: m(v).float())
         return (x_s + total) if relative else (x_d + total)
 
+    def _source_lip_ratio(self, photo: np.ndarray, options: MotionOptions) -> float | None:
+        """The photo's lip-open ratio from its 203 landmarks, for lip normalisation; None
+        without the landmark models (nothing is guessed: the report says so)."""
+        if not options.normalize_lip or self.face_analyzer is None:
+            return None
+        official = self.face_analyzer.analyze(photo)
+        if official is None:
+            raise NoFaceError("no face found in the photo")
+        return float(lip_open_ratio(official.landmarks_203)[0])
+
     @torch.inference_mode()
-    def animate(self, photo: np.ndarray, template: MotionTemplate,
-                options: MotionOptions) -> Iterator[VideoFrame]:
+    def animate(self, photo: np.ndarray, template: MotionTemplate, options: MotionOptions,
+                report: MotionReport | None = None) -> Iterator[VideoFrame]:
         source_ratios = self._retargeting_ratios(photo, template, options)
+        lip_ratio = self._source_lip_ratio(photo, options)
         face, crop = self.locate(photo)
         source = self._source(crop.cut(photo))
-        x_s = source["x_s"]
         first = template_frames(template, slice(0, 1), self.device)
+        settings = options.driving()
+        driving = prepare_source(source["info"], first, settings, lip_ratio=lip_ratio,
+                                 lip_mlp=lambda v: self.nets.lip(v.to(self.dtype)).float(),
+                                 retargeting=bool(source_ratios))
+        if report is not None:
+            report.motion_multiplier = driving.motion_multiplier
+            report.lip_normalized = driving.lip_delta is not None
+            report.notes.extend(driving.notes)
+        for note in driving.notes:
+            log.info("%s", note)
         geometry = FaceGeometry(box=face.box, landmarks=face.landmarks,
                                 crop_transform=crop.matrix.astype(np.float32), crop_size=crop.size)
         for start in range(0, template.n_frames, self.batch_size):
@@ -170,13 +191,14 @@ class LivePortraitEngine(NeuralEngine, MotionEngine):
             frames = template_frames(template, slice(start, stop), self.device)
             if options.expression_multiplier != 1.0:
                 frames.exp = first.exp + (frames.exp - first.exp) * options.expression_multiplier
-            x_d, _ = driving_keypoints(source["info"], frames, first, options.relative_motion)
-            x_s_batch = x_s.expand(x_d.shape[0], -1, -1)
+            retarget = None
             if source_ratios:
-                x_d = self._retarget(x_s_batch, x_d, template, slice(start, stop),
-                                     source_ratios, options.relative_motion)
-            if options.stitching:
-                x_d, _ = apply_stitching(x_s_batch, x_d, self._stitching)
+                def retarget(x_s, x_d, index=slice(start, stop)):
+                    return self._retarget(x_s, x_d, template, index, source_ratios,
+                                          options.relative_motion)
+            x_d = drive_batch(driving, frames, first, settings,
+                              self._stitching if options.stitching else None, retarget)
+            x_s_batch = driving.x_s.expand(x_d.shape[0], -1, -1)
             images = to_images(self._render(source, x_s_batch, x_d))
             for offset, image in enumerate(images):
                 yield VideoFrame(start + offset, paste_back(photo, image, crop), geometry)

@@ -16,7 +16,7 @@ from talkinghead.services.common.frames import FaceGeometry
 from talkinghead.services.common.option_ranges import check_range
 from talkinghead.services.common.server import ServerSettings, StageServicer, streaming_rpc
 from talkinghead.services.common.wire import decode_image, frame_batches, frame_to_proto
-from talkinghead.services.motion.options import options_from_proto
+from talkinghead.services.motion.options import MotionReport, options_from_proto
 from talkinghead.services.motion.template import (
     bundled_template_names,
     load_template,
@@ -75,14 +75,21 @@ class MotionServicer(StageServicer[MotionEngine], motion_pb2_grpc.MotionServiceS
             template.name, template.n_frames, options.fps,
         )
         chunk = request.chunk_frames or DEFAULT_CHUNK_FRAMES
-        frames = self.engine.animate(photo, template, options)
+        report = MotionReport()  # filled in by the engine before its first frame
+        frames = self.engine.animate(photo, template, options, report)
         messages = (frame_to_proto(f) for f in frames)
         for i, batch in enumerate(frame_batches(messages, self.max_message_bytes, chunk)):
+            if i == 0:
+                log.info("driving: region %s, %s (m %.6g), multiplier %g%s",
+                         options.animation_region, options.driving_option,
+                         report.motion_multiplier, options.driving_multiplier,
+                         "".join(f"; {n}" for n in report.notes))
             yield motion_pb2.AnimateResponse(
                 total_frames=template.n_frames,
                 fps=options.fps,
                 frames=batch,
                 engine=self.engine_info() if i == 0 else None,
+                report=report.to_proto() if i == 0 else None,
             )
 
     def GetEngineInfo(self, request, context) -> motion_pb2.GetEngineInfoResponse:

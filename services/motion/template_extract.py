@@ -99,9 +99,13 @@ def extract_template_file(
     *,
     max_frames: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    smooth_variance: float | None = None,
 ) -> dict[str, np.ndarray]:
     """A template .npz at ``out`` from ``video``, with the motion extractor of ``weights_dir``
-    (official layout); returns the arrays written. WeightsError names a missing file."""
+    (official layout); returns the arrays written. WeightsError names a missing file.
+    ``smooth_variance``: Kalman-smooth the motion with this observation variance
+    (template_smoothing.py); the returned arrays then also carry ``jitter_raw`` and
+    ``jitter_smoothed`` (angles, exp, t), which are not written to the template."""
     from talkinghead.services.common.device import resolve_device
     from talkinghead.services.motion.liveportrait_weights import load_network
 
@@ -109,8 +113,18 @@ def extract_template_file(
     net = load_network(Path(weights_dir), "motion_extractor").to(device).eval()
     arrays = extract_template(Path(video), net, device, max_frames=max_frames,
                               on_progress=on_progress)
-    save_template(arrays, Path(out))
-    return arrays
+    if smooth_variance is None:
+        save_template(arrays, Path(out))
+        return arrays
+    from talkinghead.services.motion.template_smoothing import jitter, smooth_template_arrays
+
+    smoothed = smooth_template_arrays(arrays, smooth_variance)
+    save_template(smoothed, Path(out))
+    before, after = jitter(arrays), jitter(smoothed)
+    log.info("template smoothing: jitter %s -> %s", before.as_dict(), after.as_dict())
+    return {**smoothed,
+            "jitter_raw": np.array([before.angles_deg, before.exp, before.t]),
+            "jitter_smoothed": np.array([after.angles_deg, after.exp, after.t])}
 
 
 def save_template(arrays: dict[str, np.ndarray], out: Path) -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from talkinghead.v1 import frames_pb2 as talkinghead_dot_v1_dot_frames__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btalkinghead/v1/motion.proto\x12\x0etalkinghead.v1\x1a\x1btalkinghead/v1/frames.proto\"\xa6\x02\n\rMotionOptions\x12\x0b\n\x03\x66ps\x18\x01 \x01(\x01\x12\x10\n\x08max_side\x18\x02 \x01(\r\x12\x1c\n\x0frelative_motion\x18\x08 \x01(\x08H\x00\x88\x01\x01\x12\"\n\x15\x65xpression_multiplier\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x16\n\tstitching\x18\t \x01(\x08H\x02\x88\x01\x01\x12\x17\n\x0f\x65ye_retargeting\x18\x06 \x01(\x08\x12\x17\n\x0flip_retargeting\x18\x07 \x01(\x08\x42\x12\n\x10_relative_motionB\x18\n\x16_expression_multiplierB\x0c\n\n_stitchingJ\x04\x08\x03\x10\x04J\x04\x08\x05\x10\x06R\x0f\x61\x62solute_motionR\x11\x64isable_stitching\"\xa2\x01\n\x0e\x41nimateRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x17\n\rtemplate_name\x18\x02 \x01(\tH\x00\x12\x16\n\x0ctemplate_npz\x18\x03 \x01(\x0cH\x00\x12.\n\x07options\x18\x04 \x01(\x0b\x32\x1d.talkinghead.v1.MotionOptions\x12\x14\n\x0c\x63hunk_frames\x18\x05 \x01(\rB\n\n\x08template\"\x87\x01\n\x0f\x41nimateResponse\x12\x14\n\x0ctotal_frames\x18\x01 \x01(\r\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\x12%\n\x06\x66rames\x18\x03 \x03(\x0b\x32\x15.talkinghead.v1.Frame\x12*\n\x06\x65ngine\x18\x04 \x01(\x0b\x32\x1a.talkinghead.v1.EngineInfo\"\x16\n\x14ListTemplatesRequest\"9\n\x0cTemplateInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66rames\x18\x02 \x01(\r\x12\x0b\n\x03\x66ps\x18\x03 \x01(\x01\"H\n\x15ListTemplatesResponse\x12/\n\ttemplates\x18\x01 \x03(\x0b\x32\x1c.talkinghead.v1.TemplateInfo\"\x16\n\x14GetEngineInfoRequest\"C\n\x15GetEngineInfoResponse\x12*\n\x06\x65ngine\x18\x01 \x01(\x0b\x32\x1a.talkinghead.v1.EngineInfo2\x99\x02\n\rMotionService\x12L\n\x07\x41nimate\x12\x1e.talkinghead.v1.AnimateRequest\x1a\x1f.talkinghead.v1.AnimateResponse0\x01\x12\\\n\rListTemplates\x12$.talkinghead.v1.ListTemplatesRequest\x1a%.talkinghead.v1.ListTemplatesResponse\x12\\\n\rGetEngineInfo\x12$.talkinghead.v1.GetEngineInfoRequest\x1a%.talkinghead.v1.GetEngineInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btalkinghead/v1/motion.proto\x12\x0etalkinghead.v1\x1a\x1btalkinghead/v1/frames.proto\"\xa7\x03\n\rMotionOptions\x12\x0b\n\x03\x66ps\x18\x01 \x01(\x01\x12\x10\n\x08max_side\x18\x02 \x01(\r\x12\x1c\n\x0frelative_motion\x18\x08 \x01(\x08H\x00\x88\x01\x01\x12\"\n\x15\x65xpression_multiplier\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x16\n\tstitching\x18\t \x01(\x08H\x02\x88\x01\x01\x12\x17\n\x0f\x65ye_retargeting\x18\x06 \x01(\x08\x12\x17\n\x0flip_retargeting\x18\x07 \x01(\x08\x12\x18\n\x10\x61nimation_region\x18\n \x01(\t\x12\x16\n\x0e\x64riving_option\x18\x0b \x01(\t\x12\x1f\n\x12\x64riving_multiplier\x18\x0c \x01(\x02H\x03\x88\x01\x01\x12\x15\n\rnormalize_lip\x18\r \x01(\x08\x42\x12\n\x10_relative_motionB\x18\n\x16_expression_multiplierB\x0c\n\n_stitchingB\x15\n\x13_driving_multiplierJ\x04\x08\x03\x10\x04J\x04\x08\x05\x10\x06R\x0f\x61\x62solute_motionR\x11\x64isable_stitching\"\xa2\x01\n\x0e\x41nimateRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x17\n\rtemplate_name\x18\x02 \x01(\tH\x00\x12\x16\n\x0ctemplate_npz\x18\x03 \x01(\x0cH\x00\x12.\n\x07options\x18\x04 \x01(\x0b\x32\x1d.talkinghead.v1.MotionOptions\x12\x14\n\x0c\x63hunk_frames\x18\x05 \x01(\rB\n\n\x08template\"\xb5\x01\n\x0f\x41nimateResponse\x12\x14\n\x0ctotal_frames\x18\x01 \x01(\r\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\x12%\n\x06\x66rames\x18\x03 \x03(\x0b\x32\x15.talkinghead.v1.Frame\x12*\n\x06\x65ngine\x18\x04 \x01(\x0b\x32\x1a.talkinghead.v1.EngineInfo\x12,\n\x06report\x18\x05 \x01(\x0b\x32\x1c.talkinghead.v1.MotionReport\"P\n\x0cMotionReport\x12\x19\n\x11motion_multiplier\x18\x01 \x01(\x01\x12\x16\n\x0elip_normalized\x18\x02 \x01(\x08\x12\r\n\x05notes\x18\x03 \x03(\t\"\x16\n\x14ListTemplatesRequest\"9\n\x0cTemplateInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66rames\x18\x02 \x01(\r\x12\x0b\n\x03\x66ps\x18\x03 \x01(\x01\"H\n\x15ListTemplatesResponse\x12/\n\ttemplates\x18\x01 \x03(\x0b\x32\x1c.talkinghead.v1.TemplateInfo\"\x16\n\x14GetEngineInfoRequest\"C\n\x15GetEngineInfoResponse\x12*\n\x06\x65ngine\x18\x01 \x01(\x0b\x32\x1a.talkinghead.v1.EngineInfo2\x99\x02\n\rMotionService\x12L\n\x07\x41nimate\x12\x1e.talkinghead.v1.AnimateRequest\x1a\x1f.talkinghead.v1.AnimateResponse0\x01\x12\\\n\rListTemplates\x12$.talkinghead.v1.ListTemplatesRequest\x1a%.talkinghead.v1.ListTemplatesResponse\x12\\\n\rGetEngineInfo\x12$.talkinghead.v1.GetEngineInfoRequest\x1a%.talkinghead.v1.GetEngineInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,21 +33,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'talkinghead.v1.motion_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MOTIONOPTIONS']._serialized_start=77
-  _globals['_MOTIONOPTIONS']._serialized_end=371
-  _globals['_ANIMATEREQUEST']._serialized_start=374
-  _globals['_ANIMATEREQUEST']._serialized_end=536
-  _globals['_ANIMATERESPONSE']._serialized_start=539
-  _globals['_ANIMATERESPONSE']._serialized_end=674
-  _globals['_LISTTEMPLATESREQUEST']._serialized_start=676
-  _globals['_LISTTEMPLATESREQUEST']._serialized_end=698
-  _globals['_TEMPLATEINFO']._serialized_start=700
-  _globals['_TEMPLATEINFO']._serialized_end=757
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=759
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=831
-  _globals['_GETENGINEINFOREQUEST']._serialized_start=833
-  _globals['_GETENGINEINFOREQUEST']._serialized_end=855
-  _globals['_GETENGINEINFORESPONSE']._serialized_start=857
-  _globals['_GETENGINEINFORESPONSE']._serialized_end=924
-  _globals['_MOTIONSERVICE']._serialized_start=927
-  _globals['_MOTIONSERVICE']._serialized_end=1208
+  _globals['_MOTIONOPTIONS']._serialized_end=500
+  _globals['_ANIMATEREQUEST']._serialized_start=503
+  _globals['_ANIMATEREQUEST']._serialized_end=665
+  _globals['_ANIMATERESPONSE']._serialized_start=668
+  _globals['_ANIMATERESPONSE']._serialized_end=849
+  _globals['_MOTIONREPORT']._serialized_start=851
+  _globals['_MOTIONREPORT']._serialized_end=931
+  _globals['_LISTTEMPLATESREQUEST']._serialized_start=933
+  _globals['_LISTTEMPLATESREQUEST']._serialized_end=955
+  _globals['_TEMPLATEINFO']._serialized_start=957
+  _globals['_TEMPLATEINFO']._serialized_end=1014
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1016
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1088
+  _globals['_GETENGINEINFOREQUEST']._serialized_start=1090
+  _globals['_GETENGINEINFOREQUEST']._serialized_end=1112
+  _globals['_GETENGINEINFORESPONSE']._serialized_start=1114
+  _globals['_GETENGINEINFORESPONSE']._serialized_end=1181
+  _globals['_MOTIONSERVICE']._serialized_start=1184
+  _globals['_MOTIONSERVICE']._serialized_end=1465
 # @@protoc_insertion_point(module_scope)

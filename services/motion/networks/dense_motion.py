@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from talkinghead.services.common.grid_sampling import sample
+
 
 @dataclass
 class DenseMotionConfig:
@@ -196,7 +198,7 @@ class DenseMotionNetwork(nn.Module):
         b, c, d, h, w = feature.shape
         k1 = motions.shape[1]
         repeated = feature[:, None].expand(b, k1, c, d, h, w).reshape(b * k1, c, d, h, w)
-        warped = F.grid_sample(repeated, motions.reshape(b * k1, d, h, w, 3), align_corners=False)
+        warped = sample(repeated, motions.reshape(b * k1, d, h, w, 3))  # grid made contiguous
         return warped.view(b, k1, c, d, h, w)
 
     def heatmaps(self, spatial_size: tuple[int, int, int], kp_source: torch.Tensor,

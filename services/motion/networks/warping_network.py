@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from talkinghead.services.common.grid_sampling import sample
 from talkinghead.services.motion.networks.blocks import SameBlock2d
 from talkinghead.services.motion.networks.dense_motion import DenseMotionConfig, DenseMotionNetwork
 
@@ -76,7 +76,7 @@ class WarpingNetwork(nn.Module):
         deformation = motion.deformation
         occlusion_map = motion.occlusion_map
 
-        warped = F.grid_sample(feature_3d, deformation, align_corners=False)   # [B, C, D, H, W]
+        warped = sample(feature_3d, deformation)   # [B, C, D, H, W]; grid made contiguous
         b, c, d, h, w = warped.shape
         out = self.fourth(self.third(warped.reshape(b, c * d, h, w)))
         if self.config.use_occlusion_map and occlusion_map is not None:
