@@ -128,7 +128,9 @@ def our_servers(engine: str, weights: Path | None, device: str, batch: dict[str,
         args["restore"] = [*args["restore"], "--threads", "1"]
         cpu_sets = {f"restore-{i}": str(i) for i in range(restore_replicas)}
     with tempfile.TemporaryDirectory() as logs:
-        stack = LocalStack(Path(logs), engine=engine, restore_replicas=restore_replicas,
+        # "neural" is no --engine value: each stage's own engine name comes after it in args
+        stack = LocalStack(Path(logs), engine="auto" if engine == "neural" else engine,
+                           restore_replicas=restore_replicas,
                            server_args=args, cpu_sets=cpu_sets)
         with stack:
             yield stack.targets

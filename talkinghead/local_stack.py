@@ -73,6 +73,11 @@ class Process:
             return ""
 
 
+# Long enough for a restore replica that compiles GFPGAN at warm-up on a busy CPU (--compile
+# auto: one to two minutes on 2 cores, more when shared) after loading its weights.
+SERVING_TIMEOUT = 600.0
+
+
 @dataclass
 class LocalStack:
     """Model servers (and optionally a worker) as child processes; a context manager."""
@@ -173,7 +178,7 @@ class LocalStack:
             for stage in stages()
         }
 
-    def start(self, serving_timeout: float = 120.0) -> StageTargets:
+    def start(self, serving_timeout: float = SERVING_TIMEOUT) -> StageTargets:
         names = self.server_names()
         started = [
             (stage, self._spawn_server(stage, free_port(), name, ()), ())
