@@ -208,12 +208,11 @@ def test_auto_mask_without_the_parser_falls_back_and_says_so(weights, tmp_path, 
     assert f"square (no face parser file {root / gw.FILES['parsenet']})" in caplog.text
 
 
-@pytest.mark.parametrize("weight", [1.0, 0.5])
-def test_device_path_is_the_host_path(engine, pipe, weight):
+def test_device_path_is_the_host_path(engine, pipe, weight=0.5):
     """The per-frame work as torch ops (device_paste.py; the engine's default on cuda and
     mps) gives the host path's frames on this CPU, across two batches: bit for bit but
     where the mask blurred on the device truncates a blend the other way (its bound,
-    tests/test_device_paste.py)."""
+    tests/test_device_paste.py). Weight 1 (no blend) on the device: test_presenter_mask."""
     from tests.test_device_paste import BLURRED_MASK_COUNTS, BLURRED_MASK_SHARE
 
     frames = [pipeline_frame(pipe, i) for i in (2, 4, 6)]

@@ -164,7 +164,7 @@ def test_device_path_keeps_presenter_masks_on_the_device(weights, pipe):
     from tests.test_device_paste import BLURRED_MASK_COUNTS, BLURRED_MASK_SHARE
 
     clip = motion_clip(pipe)
-    first, second = video(clip, 4, seed=1), video(clip, 3, seed=2)
+    first, second = video(clip, 3, seed=1), video(clip, 3, seed=2)
     on_device = GFPGANEngine(weights, "cpu", batch_size=2, device_paste=True)
     on_host = GFPGANEngine(weights, "cpu", batch_size=2)
     assert on_device.paste_mask == "presenter" and on_device.device_paste
@@ -187,10 +187,10 @@ def test_frames_without_a_clip_key_are_parsed_each_time(weights, pipe):
     """No motion-frame identity: nothing to share, each frame parsed as the exact mode."""
     engine = GFPGANEngine(weights, "cpu", batch_size=2, paste_mask="presenter")
     frames = [replace(f, face=replace(f.face, clip_key=""))
-              for f in video(motion_clip(pipe), 4, seed=3)]
+              for f in video(motion_clip(pipe), 2, seed=3)]
     before = parse_count("presenter")
     engine.restore(frames, weight=1.0)
-    assert parse_count("presenter") - before == 4 and len(engine.mask_cache) == 0
+    assert parse_count("presenter") - before == 2 and len(engine.mask_cache) == 0
 
 
 def test_cache_keeps_to_its_byte_budget():
