@@ -101,7 +101,7 @@ def crop_image(image_rgb: np.ndarray, box: tuple[int, int, int, int]) -> Image.I
 def parser_input(crops: list[Image.Image]) -> torch.Tensor:
     """[N, 3, 512, 512]: each crop resized (bilinear, Pillow) to 512, /255, ImageNet mean/std."""
     arrays = np.stack([np.asarray(c.resize((PARSE_SIZE, PARSE_SIZE), Image.BILINEAR)) for c in crops])
-    x = torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255.0
+    x = torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous().float() / 255.0
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (x - mean) / std
