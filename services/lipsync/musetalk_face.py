@@ -36,10 +36,13 @@ CROP = 256
 EXTRA_MARGIN = 10  # MuseTalk 1.5 extends the box this many pixels down (v1.5's extra_margin)
 NOSE_BRIDGE = 29   # the 68-point landmark the box is made symmetric about (vertically)
 
-# Average frontal-face proportions, in the five points' own measures (300-W 68-point mean
-# shape, as usually quoted): the middle of the nose bridge (landmark 29) lies 0.6 of the way
-# from the eye line down to the nose tip; the chin (landmark 8) lies 1.2 nose-to-mouth
-# distances below the mouth; the jaw's width (landmarks 0-16) is 2.45 eye distances.
+# Frontal-face proportions in the five points' own measures. Landmark 29 (the middle of the
+# nose bridge) lies 0.6 of the way from the eye line down to the nose tip (0.61 on the pack's
+# face). The chin (landmark 8) lies CHIN_FRACTION nose-to-mouth distances below the mouth
+# corners: about 1.8 by adult anthropometry (nose tip to mouth ~25 mm, mouth to chin ~45 mm),
+# 0.7 on the pack's synthetic face; 1.2 sits between, and the box stays symmetric about the
+# bridge either way, so mouth and chin stay in the crop's lower half that MuseTalk redraws.
+# The jaw's width (landmarks 0-16) is about 2.45 eye distances (2.57 on the pack's face).
 BRIDGE_FRACTION = 0.6
 CHIN_FRACTION = 1.2
 WIDTH_PER_EYE_DISTANCE = 2.45
