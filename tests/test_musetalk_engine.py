@@ -178,7 +178,7 @@ def test_lipsync_server_syncs_the_demo_clip(weights, engine, motion, audio, tmp_
         client = LipSyncClient(target, "test-musetalk")
         try:
             served = list(client.sync(frames, audio, FPS))
-            info = client.last_engine if hasattr(client, "last_engine") else None
+            info = client.engine
         finally:
             client.close()
     finally:
@@ -190,5 +190,4 @@ def test_lipsync_server_syncs_the_demo_clip(weights, engine, motion, audio, tmp_
     for s, e in zip(served, expected, strict=True):
         diff = np.abs(s.image.astype(int) - e.image.astype(int))
         assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3, (s.index, diff.max())
-    if info is not None:
-        assert info.name == "musetalk"
+    assert info.name == "musetalk" and info.fingerprint == engine.fingerprint
