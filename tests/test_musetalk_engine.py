@@ -191,3 +191,35 @@ def test_lipsync_server_syncs_the_demo_clip(weights, engine, motion, audio, tmp_
         diff = np.abs(s.image.astype(int) - e.image.astype(int))
         assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3, (s.index, diff.max())
     assert info.name == "musetalk" and info.fingerprint == engine.fingerprint
+
+
+def test_weights_verify_and_list(weights, tmp_path):
+    """``talkinghead weights verify`` loads every MuseTalk file strictly; a wrong UNet file is
+    reported with the tensor that does not fit; ``list`` marks the files present."""
+    import subprocess
+
+    from talkinghead.local_stack import cli_command
+    from talkinghead.services.lipsync import musetalk_weights as mw
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(cli_command("weights", *args), capture_output=True, text=True,
+                              timeout=600)
+
+    done = run("verify", "--weights", str(weights))
+    assert done.returncode == 0, done.stderr
+    [line] = [x for x in done.stdout.splitlines() if x.split()[:2] == ["lipsync", "musetalk"]]
+    assert "ok" in line and "unet.pth" in line and "79999_iter.pth" in line
+    listed = run("list", "--weights", str(weights)).stdout
+    for key in ("unet", "vae", "whisper", "parser", "parser_backbone"):
+        [row] = [x for x in listed.splitlines() if f" {mw.FILES[key]}  (" in x]
+        assert row.split()[:3] == ["lipsync", "musetalk", "present"]
+    broken = tmp_path / "broken"
+    for rel in mw.FILES.values():
+        if (weights / rel).is_file():
+            (broken / rel).parent.mkdir(parents=True, exist_ok=True)
+            (broken / rel).symlink_to(weights / rel)
+    (broken / mw.FILES["unet"]).unlink()
+    torch.save({"conv_in.weight": torch.zeros(320, 4, 3, 3)}, broken / mw.FILES["unet"])
+    done = run("verify", "--weights", str(broken))
+    assert done.returncode == 1
+    assert "conv_in.weight" in done.stderr and "unet.pth" in done.stderr
