@@ -159,14 +159,12 @@ def test_missing_weights_are_named(tmp_path):
         MuseTalkEngine(tmp_path, "cpu")
 
 
-def test_lipsync_server_syncs_the_demo_clip(weights, engine, motion, audio, tmp_path_factory):
-    """``talkinghead serve lipsync --engine musetalk`` on the official layout: the clip comes
-    back frame for frame as the in-process engine makes it, and says which engine made it."""
+@pytest.fixture(scope="module")
+def served(weights, tmp_path_factory):
+    """``talkinghead serve lipsync --engine musetalk`` on the official layout (a process)."""
     from talkinghead.local_stack import LocalStack
-    from talkinghead.orchestrator.stage_clients import LipSyncClient, open_channel, wait_for_serving
-    from talkinghead.services.common.audio import float_to_pcm_s16le, pcm_s16le_to_float
+    from talkinghead.orchestrator.stage_clients import open_channel, wait_for_serving
 
-    frames = video(motion, "clip-served", [0, 1, 2])
     stack = LocalStack(tmp_path_factory.mktemp("musetalk-logs"), engine="musetalk")
     try:
         port = stack.start_server("lipsync", 0, "lipsync-musetalk", "--weights", str(weights),
@@ -175,22 +173,58 @@ def test_lipsync_server_syncs_the_demo_clip(weights, engine, motion, audio, tmp_
         channel = open_channel(target)
         wait_for_serving(channel, "lipsync", target, 280)
         channel.close()
-        client = LipSyncClient(target, "test-musetalk")
-        try:
-            served = list(client.sync(frames, audio, FPS))
-            info = client.engine
-        finally:
-            client.close()
+        yield target
     finally:
         stack.stop()
+
+
+def test_lipsync_server_syncs_the_demo_clip(served, engine, motion, audio):
+    """The clip comes back frame for frame as the in-process engine makes it, and says which
+    engine made it."""
+    from talkinghead.orchestrator.stage_clients import LipSyncClient
+    from talkinghead.services.common.audio import float_to_pcm_s16le, pcm_s16le_to_float
+
+    frames = video(motion, "clip-served", [0, 1, 2])
+    client = LipSyncClient(served, "test-musetalk")
+    try:
+        out = list(client.sync(frames, audio, FPS))
+        info = client.engine
+    finally:
+        client.close()
     wire = pcm_s16le_to_float(float_to_pcm_s16le(audio))
     expected = list(engine.sync(frames, wire, FPS))
-    assert [f.index for f in served] == [0, 1, 2]
-    assert all(not np.array_equal(s.image, f.image) for s, f in zip(served, frames, strict=True))
-    for s, e in zip(served, expected, strict=True):
+    assert [f.index for f in out] == [0, 1, 2]
+    assert all(not np.array_equal(s.image, f.image) for s, f in zip(out, frames, strict=True))
+    for s, e in zip(out, expected, strict=True):
         diff = np.abs(s.image.astype(int) - e.image.astype(int))
         assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3, (s.index, diff.max())
     assert info.name == "musetalk" and info.fingerprint == engine.fingerprint
+
+
+def test_a_job_through_the_orchestrator(served, lite_stack, demo_face, demo_card, tmp_path):
+    """A whole job (lite motion, MuseTalk lipsync, restore off) renders the demo face to a
+    playable video: half a second of the demo speech at 10 fps, so five MuseTalk frames."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from talkinghead.compositor.probe import probe
+    from talkinghead.orchestrator.jobspec import JobSpec, RenderOptions
+    from talkinghead.orchestrator.pipeline import render_video
+    from talkinghead.orchestrator.stage_clients import StageTargets
+    from tests.conftest import DEMO
+
+    speech = tmp_path / "speech.wav"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(DEMO / "speech.wav"),
+                    "-t", "0.5", "-ar", "16000", "-ac", "1", str(speech)], check=True)
+    spec = JobSpec(face=demo_face, audio=speech, card=demo_card, output=tmp_path / "out.mp4",
+                   options=RenderOptions(fps=10, restore=False, motion_cache=False))
+    targets = StageTargets(lite_stack.targets.motion, served, lite_stack.targets.restore)
+    result = render_video(spec, targets, serving_timeout=300)
+    assert result.engines["lipsync"] == "musetalk"
+    assert result.frames == 5
+    info = probe(spec.output)
+    assert (info.width, info.height) == (1920, 1080)
 
 
 def test_weights_verify_and_list(weights, tmp_path):
