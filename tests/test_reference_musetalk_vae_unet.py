@@ -18,7 +18,7 @@ from talkinghead.services.lipsync import musetalk_face as mf
 from tests.musetalk_pack import assert_float, assert_sampled, assert_uint8, requires_extra
 from tests.reference_pack import fixture, require, salt_of
 
-pytestmark = [pytest.mark.reference, requires_extra]
+pytestmark = [pytest.mark.reference, requires_extra, pytest.mark.timeout(900)]
 
 
 def rgb(bgr: np.ndarray) -> np.ndarray:
