@@ -18,8 +18,8 @@ seeded by the crop itself, so the same input always gives the same frames; the b
 upstream's offline path (``--musetalk-blend realtime`` for its softer realtime seam).
 
 Memory: the UNet is 850 M parameters (3.4 GB in float32, 1.7 GB with ``--half`` on cuda/mps),
-the VAE 84 M, whisper-tiny's encoder 8 M, the parser 13 M: about 4 GB of weights, plus the
-activations of a batch (the 256x256 decode dominates; not yet measured).
+the VAE 84 M, whisper-tiny's encoder 8 M, the parser 13 M. Peak resident memory measured on a
+CPU in float32: 3.7 GiB loaded, 4.5 GiB syncing at batch size 1, 5.1 GiB at 4.
 """
 
 from __future__ import annotations
