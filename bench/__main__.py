@@ -19,6 +19,9 @@ Runs, in one process so that every figure is taken under the same conditions, ea
             fitted as fixed + per-frame seconds and given at 90 s (bench/whole_job.py,
             bench/seed_way.py)
   profile   the warm path's time outside the networks, profiled (bench/warm_profile.py)
+  musetalk  MuseTalk per output frame (presenter frames cached) against Wav2Lip + GFPGAN +
+            its parser: FLOPs, and ms through the engines (bench/musetalk.py; needs
+            talkinghead[musetalk]; writes MuseTalk's 3.4 GB deterministic files)
   lite      each lite engine as served, on the CPU (the fallbacks that need no weights)
   memory    peak memory of one render against audio length, lite engines (bench/memory.py)
   load      many jobs at once through Celery workers and restore replicas, lite engines
@@ -76,7 +79,7 @@ def smoke(device: str) -> list[str]:
 
 
 PARTS = ("limit", "networks", "served", "replicas", "cost", "options", "job", "profile", "lite",
-         "memory", "load")
+         "memory", "load", "musetalk")
 LITE_PARTS = {"limit", "lite", "memory", "load"}  # need no checkpoints
 STATISTIC = ("Every figure is the median of `--repeats` samples taken in interleaved rounds (each "
              "kernel and network once per round), with the spread (slowest − fastest) / median.")
@@ -200,6 +203,19 @@ def sections(args: argparse.Namespace, parts: set[str], device: str, weights: Pa
         yield ("Restore through served replicas",
                restore.replica_table(weights, args.replica_frames), [restore.REPLICAS_NOTE],
                device)
+    if "musetalk" in parts:
+        from bench import musetalk
+
+        yield ("MuseTalk against Wav2Lip + GFPGAN, FLOPs per output frame",
+               musetalk.flop_table(musetalk.flop_rows()), [musetalk.NOTE], device)
+        from talkinghead.services.lipsync import musetalk_weights
+
+        if not (weights / musetalk_weights.FILES["unet"]).is_file():
+            musetalk_weights.write_deterministic_checkpoints(weights, "talkinghead-a")
+        yield ("MuseTalk against Wav2Lip + GFPGAN, ms per output frame",
+               musetalk.time_table(musetalk.time_rows(weights, device)),
+               ["Through the engines, 6 output frames from 3 motion frames, the presenter "
+                "caches filled by a first pass; one timed pass."], device)
     if "cost" in parts:
         rows = restore.restore_cost(weights, device, batch["restore"], args.repeats,
                                     out_frames=args.cost_frames)

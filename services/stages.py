@@ -139,6 +139,9 @@ STAGES: dict[str, Stage] = {
             {
                 "wav2lip": EngineEntry(
                     "wav2lip", "talkinghead.services.lipsync.wav2lip_engine:Wav2LipEngine"),
+                # MuseTalk 1.5: needs the optional extra talkinghead[musetalk]
+                "musetalk": EngineEntry(
+                    "musetalk", "talkinghead.services.lipsync.musetalk_engine:MuseTalkEngine"),
                 "lite": EngineEntry(
                     "lite", "talkinghead.services.lipsync.lite_engine:LiteLipSyncEngine",
                     neural=False),
@@ -147,6 +150,20 @@ STAGES: dict[str, Stage] = {
                 ServeFlag("--face-input-cache-mb", "memory for Wav2Lip's face inputs, made "
                           "once per motion-clip frame and box, MiB (least recently used "
                           "dropped first)", 256, {"type": int}),
+                ServeFlag("--musetalk-cache-mb", "memory for MuseTalk's presenter frames (both "
+                          "VAE latents and the jaw mask, made once per motion-clip frame and "
+                          "box), MiB (least recently used dropped first)", 256, {"type": int}),
+                ServeFlag("--musetalk-blend", "MuseTalk's seam: offline (upstream's "
+                          "scripts/inference.py, blur 0.05 of the crop) or realtime (its "
+                          "realtime path, blur 0.1)", "offline",
+                          {"choices": ["offline", "realtime"]}),
+                ServeFlag("--musetalk-mask", "MuseTalk's blend mask from the face parser: jaw "
+                          "(v1.5's), raw (v1's: skin, mouth, lips) or neck (those and the neck)",
+                          "jaw", {"choices": ["jaw", "raw", "neck"]}),
+                ServeFlag("--musetalk-integer-fps", "cut MuseTalk's audio windows for the frame "
+                          "rate truncated to an integer, as upstream does (29.97 -> 29: the "
+                          "mouth drifts ahead of the sound); for comparisons only", False,
+                          {"action": "store_true"}),
             ),
         ),
         Stage(

@@ -482,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "deterministic weights in the official layout (benchmarks, tests)")
     p.add_argument("--weights", help="weights directory (default TALKINGHEAD_WEIGHTS_DIR)")
     p.add_argument("--salt", default="talkinghead-a", help="(write-deterministic) weight salt")
+    p.add_argument("--engines", default="liveportrait,wav2lip,gfpgan",
+                   help="(write-deterministic) whose files, comma-separated: liveportrait, "
+                        "wav2lip, gfpgan, musetalk (3.4 GB, needs talkinghead[musetalk])")
     p.set_defaults(func=cmd_weights)
 
     p = sub.add_parser("template", help="driving templates: extract one from a video")

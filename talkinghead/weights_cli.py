@@ -24,6 +24,7 @@ class WeightFile:
 def expected_files() -> list[WeightFile]:
     """Every file a neural engine reads, with its licence (the optional official crop's
     ONNX models included)."""
+    from talkinghead.services.lipsync import musetalk_weights as mw
     from talkinghead.services.lipsync import wav2lip_weights as ww
     from talkinghead.services.motion import liveportrait_weights as lp
     from talkinghead.services.motion import onnx_face
@@ -40,6 +41,7 @@ def expected_files() -> list[WeightFile]:
         [("motion", "liveportrait", p, lp.DESCRIPTIONS[k]) for k, p in lp.FILES.items()]
         + [("motion", "liveportrait", p, what) for p, what in crop.items()]
         + [("lipsync", "wav2lip", p, ww.DESCRIPTIONS[k]) for k, p in ww.FILES.items()]
+        + [("lipsync", "musetalk", p, mw.DESCRIPTIONS[k]) for k, p in mw.FILES.items()]
         + [("restore", "gfpgan", p, gw.DESCRIPTIONS[k]) for k, p in gw.FILES.items()]
     )
     return [WeightFile(stage, engine, path, what, BY_FILE[path])
@@ -68,9 +70,21 @@ def verify(weights_dir: Path) -> int:
         return (f"{path.name}, RetinaFace {'ok' if detector else 'absent'}, "
                 f"ParseNet {'ok' if parser else 'absent'}")
 
+    from talkinghead.services.lipsync import musetalk_weights as mw
+
+    def musetalk() -> str:
+        from talkinghead.services.lipsync.musetalk_engine import missing_extra
+
+        if missing_extra():
+            raise WeightsError("MuseTalk needs pip install 'talkinghead[musetalk]' "
+                               f"(missing: {', '.join(missing_extra())})")
+        nets = mw.load_networks(weights_dir)
+        return ", ".join(p.name for p in nets.paths if p.suffix != ".json")
+
     failed = False
     for stage, engine, files, check in (("motion", "liveportrait", lp.FILES, motion),
                                         ("lipsync", "wav2lip", ww.FILES, lipsync),
+                                        ("lipsync", "musetalk", mw.FILES, musetalk),
                                         ("restore", "gfpgan", gw.FILES, restore)):
         if not any((weights_dir / p).is_file() for p in files.values()):
             print(f"{stage:<8} {engine:<13} not installed")
@@ -102,11 +116,21 @@ def run(args: argparse.Namespace, weights_dir: Path | None) -> int:
 
     if args.action == "verify":
         return verify(weights_dir)
-    written = lp.write_deterministic_checkpoints(weights_dir, args.salt)
-    written += ww.write_deterministic_checkpoints(weights_dir, args.salt)
+    from talkinghead.services.lipsync import musetalk_weights as mw
     from talkinghead.services.restore import gfpgan_weights as gw
 
-    written += gw.write_deterministic_checkpoints(weights_dir, args.salt)
+    writers = {"liveportrait": lp.write_deterministic_checkpoints,
+               "wav2lip": ww.write_deterministic_checkpoints,
+               "gfpgan": gw.write_deterministic_checkpoints,
+               "musetalk": mw.write_deterministic_checkpoints}
+    engines = [e.strip() for e in getattr(args, "engines", "liveportrait,wav2lip,gfpgan").split(",")
+               if e.strip()]
+    unknown = [e for e in engines if e not in writers]
+    if unknown:
+        raise ValueError(f"unknown engine(s) {', '.join(unknown)} ({', '.join(writers)})")
+    written = []
+    for engine in engines:
+        written += writers[engine](weights_dir, args.salt)
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -62,6 +62,36 @@ PARSENET = Licence(
     source="https://github.com/chaofengc/PSFRGAN/blob/master/LICENSE",
 )
 
+MUSETALK = Licence(
+    weights="\"The trained model are available for any purpose, even commercially\" (MuseTalk "
+            "README); the model card's licence field names creativeml-openrail-m",
+    code="MIT (\"no limitation for both academic and commercial usage\")",
+    source="https://github.com/TMElyralab/MuseTalk#disclaimerlicense ; "
+           "https://huggingface.co/TMElyralab/MuseTalk",
+)
+SD_VAE = Licence(
+    weights="MIT (model card of huggingface.co/stabilityai/sd-vae-ft-mse)",
+    code="Apache-2.0 (diffusers, which defines AutoencoderKL)",
+    source="https://huggingface.co/stabilityai/sd-vae-ft-mse",
+)
+WHISPER = Licence(
+    weights="Apache-2.0 (model card of huggingface.co/openai/whisper-tiny)",
+    code="MIT (openai/whisper); transformers: Apache-2.0",
+    source="https://huggingface.co/openai/whisper-tiny ; https://github.com/openai/whisper",
+)
+BISENET = Licence(
+    weights="none stated (79999_iter.pth is shared through a Google Drive link by "
+            "face-parsing.PyTorch and MuseTalk's download script)",
+    code="MIT (face-parsing.PyTorch, as facexlib's README lists it)",
+    source="https://github.com/zllrunning/face-parsing.PyTorch",
+)
+RESNET18 = Licence(
+    weights="no separate statement (torchvision's ImageNet release; only checked, its values "
+            "are replaced by the parser's)",
+    code="BSD-3-Clause (torchvision)",
+    source="https://github.com/pytorch/vision/blob/main/LICENSE",
+)
+
 # Path inside the weights directory -> licence.
 BY_FILE: dict[str, Licence] = {
     "liveportrait/base_models/appearance_feature_extractor.pth": LIVEPORTRAIT,
@@ -79,4 +109,15 @@ BY_FILE: dict[str, Licence] = {
     "gfpgan/GFPGANv1.3.pth": GFPGAN,
     "gfpgan/weights/detection_Resnet50_Final.pth": RETINAFACE,
     "gfpgan/weights/parsing_parsenet.pth": PARSENET,
+    "musetalk/musetalkV15/unet.pth": MUSETALK,
+    "musetalk/musetalkV15/musetalk.json": MUSETALK,
+    "musetalk/sd-vae/config.json": SD_VAE,
+    "musetalk/sd-vae/diffusion_pytorch_model.safetensors": SD_VAE,
+    "musetalk/sd-vae/diffusion_pytorch_model.bin": SD_VAE,
+    "musetalk/whisper/config.json": WHISPER,
+    "musetalk/whisper/model.safetensors": WHISPER,
+    "musetalk/whisper/pytorch_model.bin": WHISPER,
+    "musetalk/whisper/preprocessor_config.json": WHISPER,
+    "musetalk/face-parse-bisent/79999_iter.pth": BISENET,
+    "musetalk/face-parse-bisent/resnet18-5c106cde.pth": RESNET18,
 }

@@ -62,3 +62,8 @@ def test_the_published_statements_are_the_ones_listed(tmp_path):
     assert "Apache-2.0 except" in gfpgan and "Nvidia Source Code License-NC" in gfpgan
     assert "CC BY-NC-SA 4.0" in licence_of("gfpgan/weights/parsing_parsenet.pth")
     assert "Pytorch_Retinaface: MIT" in licence_of("gfpgan/weights/detection_Resnet50_Final.pth")
+    musetalk = licence_of("musetalk/musetalkV15/unet.pth")
+    assert "any purpose, even commercially" in musetalk and "creativeml-openrail-m" in musetalk
+    assert "weights: MIT" in licence_of("musetalk/sd-vae/diffusion_pytorch_model.bin")
+    assert "Apache-2.0" in licence_of("musetalk/whisper/pytorch_model.bin")
+    assert "weights: none stated" in licence_of("musetalk/face-parse-bisent/79999_iter.pth")
