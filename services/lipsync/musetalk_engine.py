@@ -38,14 +38,10 @@ from talkinghead.services.common.engine_contract import LipSyncEngine, NeuralEng
 from talkinghead.services.common.errors import InputError, NoFaceError, WeightsError
 from talkinghead.services.common.face_detection import largest_face
 from talkinghead.services.common.frames import FaceGeometry, VideoFrame
+from talkinghead.services.common.presenter_cache import PresenterCache, presenter_key
 from talkinghead.services.lipsync import musetalk_blend as mb
 from talkinghead.services.lipsync import musetalk_face as mf
-from talkinghead.services.lipsync.musetalk_presenter import (
-    DEFAULT_MAX_BYTES,
-    PresenterCache,
-    PresenterFrame,
-    presenter_key,
-)
+from talkinghead.services.lipsync.musetalk_presenter import DEFAULT_MAX_BYTES, PresenterFrame
 
 if TYPE_CHECKING:
     from talkinghead.services.common.server import ServerSettings
@@ -228,7 +224,7 @@ class MuseTalkEngine(NeuralEngine, LipSyncEngine):
             return [PresenterFrame(lat, m) for lat, m in zip(latents, materials, strict=True)]
 
         # once per (motion-clip frame, box) on this replica (musetalk_presenter.py)
-        presenter = self.presenter.frames([presenter_key(f, b) for f, b in items], make)
+        presenter = self.presenter.entries([presenter_key(f, b) for f, b in items], make)
         latents = torch.stack([p.latents for p in presenter])
         tokens = windows.window([f.index for f in frames]).to(self.device, self.dtype) + self.positions
         faces = self._faces(latents, tokens)

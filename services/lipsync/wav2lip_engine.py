@@ -25,14 +25,10 @@ from talkinghead.services.common.engine_contract import LipSyncEngine, NeuralEng
 from talkinghead.services.common.errors import InputError, NoFaceError
 from talkinghead.services.common.face_detection import largest_face
 from talkinghead.services.common.frames import VideoFrame
+from talkinghead.services.common.presenter_cache import PresenterCache
 from talkinghead.services.lipsync import face_window as fw
 from talkinghead.services.lipsync.box_stream import StreamingBoxSmoother
-from talkinghead.services.lipsync.face_inputs import (
-    DEFAULT_MAX_BYTES,
-    FaceInputCache,
-    crops_of,
-    face_input_key,
-)
+from talkinghead.services.lipsync.face_inputs import DEFAULT_MAX_BYTES, crops_of, face_input_key
 from talkinghead.services.lipsync.mel import mel_window_starts, melspectrogram
 
 if TYPE_CHECKING:
@@ -64,7 +60,7 @@ class Wav2LipEngine(NeuralEngine, LipSyncEngine):
         self.detector = detector.to(device) if detector is not None else None
         self.fingerprint = f"wav2lip-{path.stem}-{file_fingerprint([path])}"
         self._memo: dict[bytes, tuple[int, int, int, int] | None] = {}
-        self.face_inputs = FaceInputCache(face_input_cache_bytes)
+        self.face_inputs = PresenterCache(face_input_cache_bytes)
         log.info("Wav2Lip generator %s; face detection for frames without geometry: %s",
                  path.name, "S3FD" if self.detector is not None else "Haar (no s3fd.pth)")
 
@@ -167,13 +163,13 @@ class Wav2LipEngine(NeuralEngine, LipSyncEngine):
             windows = [mel[:, s:s + 16] for s in
                        (starts[min(f.index, len(starts) - 1)] for f in frames)]
 
-            def make(js: list[int], frames=frames, coords=coords) -> torch.Tensor:
+            def make(js: list[int], frames=frames, coords=coords) -> list[torch.Tensor]:
                 crops = crops_of([frames[j] for j in js], coords[js])
-                return fw.network_faces_from_rgb(crops).to(self.device, self.dtype)
+                return list(fw.network_faces_from_rgb(crops).to(self.device, self.dtype))
 
             # once per (motion-clip frame, box) on this replica (face_inputs.py)
-            faces = self.face_inputs.inputs(
-                [face_input_key(f, c) for f, c in zip(frames, coords, strict=True)], make)
+            faces = torch.stack(self.face_inputs.entries(
+                [face_input_key(f, c) for f, c in zip(frames, coords, strict=True)], make))
             audio = fw.network_mel(windows).to(self.device, self.dtype)
             out = fw.network_output_to_uint8_rgb(self.generator(audio, faces).float().cpu())
             for (frame, _), patch, c in zip(batch, out, coords, strict=True):
