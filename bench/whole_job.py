@@ -199,6 +199,10 @@ def measure(lengths: list[float], engine: str, weights: Path | None, device: str
     # The stage deadlines are sized for production hardware; a CPU benchmark of neural
     # engines runs far slower per audio second, and must not be cut short by them.
     os.environ.setdefault("TALKINGHEAD_STAGE_TIMEOUT_BASE_SECONDS", "21600")
+    # Likewise the cold motion clip (125 LivePortrait frames: over the default 1500 s on a
+    # shared 2-core CPU) and the job's soft limit that caps it.
+    os.environ.setdefault("TALKINGHEAD_MOTION_TIMEOUT_SECONDS", "21600")
+    os.environ.setdefault("TALKINGHEAD_JOB_SECONDS_BASE", "21600")
     rows: list[JobFigures] = []
     inside: list[SeedDetails] = []
     cores = os.cpu_count() or 1
