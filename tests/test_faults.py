@@ -216,9 +216,8 @@ def test_job_waits_for_a_server_still_loading_its_model(stack, redis_url, wav2li
                                                         tmp_path):
     """A job starts while its lipsync server is still starting and loading Wav2Lip: the job
     waits for SERVING (no failure, no retry) and completes with the neural engine."""
+    import grpc
     from grpc_health.v1 import health_pb2
-
-    from talkinghead.orchestrator.stage_clients import open_channel
 
     port = free_port()
     worker = start_worker(stack, "worker-loading", "loading-test",
@@ -236,7 +235,11 @@ def test_job_waits_for_a_server_still_loading_its_model(stack, redis_url, wav2li
         # watch the server come up: first no answer, then NOT_SERVING while it loads
         from grpc_health.v1 import health_pb2_grpc
 
-        channel = open_channel(f"127.0.0.1:{port}")
+        # reconnect within milliseconds: gRPC's default backoff (1 s, growing) after the
+        # first refused connection can sleep through the whole NOT_SERVING phase
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[
+            ("grpc.initial_reconnect_backoff_ms", 10), ("grpc.min_reconnect_backoff_ms", 10),
+            ("grpc.max_reconnect_backoff_ms", 50)])
         health = health_pb2_grpc.HealthStub(channel)
         seen, states = [], set()
         deadline = time.monotonic() + 120
