@@ -144,6 +144,9 @@ def main() -> None:
     parser.add_argument("--pinned-replicas", type=int, default=2,
                         help="job: also a warm job with this many restore replicas pinned "
                         "one per core (0: not run)")
+    parser.add_argument("--job-musetalk", action="store_true",
+                        help="job: also MuseTalk as the lipsync engine with restore off "
+                        "(needs talkinghead[musetalk]; writes its 3.4 GB deterministic files)")
     parser.add_argument("--compile", action="store_true",
                         help="options: also time torch.compile (compiled at warm-up, minutes "
                         "on a CPU)")
@@ -236,7 +239,8 @@ def sections(args: argparse.Namespace, parts: set[str], device: str, weights: Pa
         lengths = sorted(float(x) for x in args.seconds.split(","))
         rows, inside = whole_job.measure(lengths, "neural", weights, device, batch,
                                          args.restore_replicas, with_seed=not args.no_seed,
-                                         pinned_replicas=args.pinned_replicas)
+                                         pinned_replicas=args.pinned_replicas,
+                                         musetalk=args.job_musetalk)
         shown = " and ".join(f"{s:g}" for s in lengths)
         yield (f"A whole job of {shown} s of audio: ours against the seed's way",
                whole_job.table(rows), whole_job.notes(lengths, args.restore_replicas, batch),

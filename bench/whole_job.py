@@ -113,14 +113,17 @@ def demo_spec(audio: Path, output: Path, restore: bool, restore_chunk_frames: in
 
 @contextlib.contextmanager
 def our_servers(engine: str, weights: Path | None, device: str, batch: dict[str, int],
-                restore_replicas: int, pinned: bool = False) -> Iterator:
+                restore_replicas: int, pinned: bool = False,
+                engines: dict[str, str] | None = None) -> Iterator:
     """Motion, lipsync and restore servers as processes on loopback: their targets.
-    ``pinned``: restore replica i on core i with one thread (bench.restore's replica set-up)."""
+    ``pinned``: restore replica i on core i with one thread (bench.restore's replica set-up).
+    ``engines``: a stage's engine other than its first neural one (lipsync: musetalk)."""
     from talkinghead.local_stack import LocalStack
 
     args = {stage: ["--device", device, "--batch-size", str(b)] for stage, b in batch.items()}
     if engine == "neural":  # each stage's network by name: never a silent lite fallback
-        args = {stage: [*a, "--engine", NEURAL_ENGINE[stage]] for stage, a in args.items()}
+        chosen = {**NEURAL_ENGINE, **(engines or {})}
+        args = {stage: [*a, "--engine", chosen[stage]] for stage, a in args.items()}
     if weights is not None:
         args = {stage: [*a, "--weights", str(weights)] for stage, a in args.items()}
     cpu_sets = {}
@@ -188,10 +191,14 @@ class SeedDetails:
 
 def measure(lengths: list[float], engine: str, weights: Path | None, device: str,
             batch: dict[str, int], restore_replicas: int = 1, with_seed: bool = True,
-            pinned_replicas: int = 2) -> tuple[list[JobFigures], list[SeedDetails]]:
+            pinned_replicas: int = 2, musetalk: bool = False
+            ) -> tuple[list[JobFigures], list[SeedDetails]]:
     """At each audio length: ours warm, warm without restore, warm with ``pinned_replicas``
     restore replicas each on its own core (where the machine has the cores), the seed's way
-    with and without restore; ours cold at the first length."""
+    with and without restore; ours cold at the first length. ``musetalk``: also ours with
+    MuseTalk as the lipsync engine and restore off (its files are written into ``weights``
+    when missing), its first job at the first length and then warm at each length, as the
+    Wav2Lip rows fill their presenter caches in the cold job."""
     import os
 
     from talkinghead.orchestrator.motion_cache import MotionClipCache
@@ -239,6 +246,8 @@ def measure(lengths: list[float], engine: str, weights: Path | None, device: str
                     rows.append(ours(targets, audios[seconds], seconds, work, label, True,
                                      cache, chunk))
                     log(rows[-1], began)
+        if musetalk:
+            rows += _musetalk_rows(lengths, audios, weights, device, batch, work, cache, log)
         if with_seed:
             first = None
             for seconds in lengths:
@@ -250,6 +259,32 @@ def measure(lengths: list[float], engine: str, weights: Path | None, device: str
                 inside.append(SeedDetails(seconds, with_restore.frames, run.details))
                 print(f"seed way at {seconds:g} s: {with_restore.stages}", flush=True)
     return rows, inside
+
+
+MUSETALK = "ours, warm, MuseTalk, no restore"
+
+
+def _musetalk_rows(lengths: list[float], audios: dict[float, Path], weights: Path | None,
+                   device: str, batch: dict[str, int], work: Path, cache, log
+                   ) -> list[JobFigures]:
+    """MuseTalk's lipsync server with restore off, on the motion clip the Wav2Lip rows cached:
+    a first job at the first length (MuseTalk's presenter frames encoded), then warm."""
+    from talkinghead.services.lipsync import musetalk_weights
+
+    if weights is None:
+        raise ValueError("MuseTalk's rows need a weights directory")
+    if not (weights / musetalk_weights.FILES["unet"]).is_file():
+        musetalk_weights.write_deterministic_checkpoints(weights, "talkinghead-a")
+    rows = []
+    with our_servers("neural", weights, device, batch, 1,
+                     engines={"lipsync": "musetalk"}) as targets:
+        jobs = [("ours, first MuseTalk job, no restore", lengths[0])]
+        jobs += [(MUSETALK, seconds) for seconds in lengths]
+        for label, seconds in jobs:
+            began = time.perf_counter()
+            rows.append(ours(targets, audios[seconds], seconds, work, label, False, cache))
+            log(rows[-1], began)
+    return rows
 
 
 def notes(lengths: list[float], restore_replicas: int, batch: dict[str, int]) -> list[str]:
@@ -280,7 +315,8 @@ def notes(lengths: list[float], restore_replicas: int, batch: dict[str, int]) ->
 
 STAGE_ORDER = ("validate", "motion", "loop", "lipsync", "restore", "compose")
 PAIRS = [("ours, cold", "seed way"), ("ours, warm", "seed way"),
-         ("ours, warm, no restore", "seed way, no restore")]
+         ("ours, warm, no restore", "seed way, no restore"),
+         (MUSETALK, "ours, warm"), (MUSETALK, "seed way")]
 
 
 def table(rows: list[JobFigures], fps: float = 25.0) -> list[str]:
