@@ -2,7 +2,10 @@
 
 Ours: the three model servers as real processes on loopback (the neural engines on the
 weights given), the orchestrator's ``render_video`` in this process:
-  cold         empty motion-clip cache: the presenter's clip is rendered (first length only)
+  cold         empty motion-clip cache: the presenter's clip is rendered (the longest length
+               only, first, so that every motion frame a warm job uses has been through the
+               replicas once: its paste mask and lipsync face inputs are cached, as they are
+               for a presenter's second video)
   warm         the same face and template again: the clip comes from the cache
   warm, no restore
   warm, K restore replicas pinned one per core (where the machine has the cores)
@@ -18,8 +21,8 @@ each job's total is fitted as fixed + per-frame seconds through both measurement
 beside the fit): nothing is assumed about which part of a job is fixed. Two parts are
 carried over instead of measured again, because their inputs hold no audio: the seed's
 motion step at the second length is the first length's (same photo and template), and our
-cold job at 90 s is the warm fit plus the cold-minus-warm seconds measured at the first
-length (the motion clip).
+cold job at 90 s is the warm fit plus the cold-minus-warm seconds measured at the longest
+length (the motion clip, and the presenter caches of the motion frames that length uses).
 """
 
 from __future__ import annotations
@@ -68,8 +71,8 @@ class Fit:
 
 
 def fits(rows: list[JobFigures]) -> dict[str, Fit]:
-    """Each job measured at two lengths → its fit; "ours, cold" (measured at the first
-    length only) → the warm fit plus the cold − warm seconds measured there."""
+    """Each job measured at two lengths → its fit; "ours, cold" (measured at one length)
+    → the warm fit plus the cold − warm seconds measured there."""
     by_name: dict[str, list[JobFigures]] = {}
     for row in rows:
         by_name.setdefault(row.name, []).append(row)
@@ -195,10 +198,11 @@ def measure(lengths: list[float], engine: str, weights: Path | None, device: str
             ) -> tuple[list[JobFigures], list[SeedDetails]]:
     """At each audio length: ours warm, warm without restore, warm with ``pinned_replicas``
     restore replicas each on its own core (where the machine has the cores), the seed's way
-    with and without restore; ours cold at the first length. ``musetalk``: also ours with
-    MuseTalk as the lipsync engine and restore off (its files are written into ``weights``
-    when missing), its first job at the first length and then warm at each length, as the
-    Wav2Lip rows fill their presenter caches in the cold job."""
+    with and without restore; ours cold at the longest length, first (a warm job of a
+    length must find every motion frame it uses already seen by the replicas, as a
+    presenter's next video does). ``musetalk``: also ours with MuseTalk as the lipsync
+    engine and restore off (its files are written into ``weights`` when missing), its first
+    job at the longest length and then warm at each length."""
     import os
 
     from talkinghead.orchestrator.motion_cache import MotionClipCache
@@ -225,15 +229,13 @@ def measure(lengths: list[float], engine: str, weights: Path | None, device: str
         audios = {s: speech_of_length(s, work / f"speech-{s:g}s.wav") for s in lengths}
         cache = MotionClipCache(work / "motion-cache")
         with our_servers(engine, weights, device, batch, restore_replicas) as targets:
-            for i, seconds in enumerate(lengths):
-                jobs = [("ours, warm", True), ("ours, warm, no restore", False)]
-                if i == 0:
-                    jobs.insert(0, ("ours, cold", True))
-                for label, restore in jobs:
-                    began = time.perf_counter()
-                    rows.append(ours(targets, audios[seconds], seconds, work, label, restore,
-                                     cache))
-                    log(rows[-1], began)
+            jobs = [("ours, cold", True, lengths[-1])]
+            for seconds in lengths:
+                jobs += [("ours, warm", True, seconds), ("ours, warm, no restore", False, seconds)]
+            for label, restore, seconds in jobs:
+                began = time.perf_counter()
+                rows.append(ours(targets, audios[seconds], seconds, work, label, restore, cache))
+                log(rows[-1], began)
         if pinned:
             label = f"ours, warm, {pinned_replicas} restore replicas (pinned)"
             with our_servers(engine, weights, device, batch, pinned_replicas,
@@ -268,7 +270,7 @@ def _musetalk_rows(lengths: list[float], audios: dict[float, Path], weights: Pat
                    device: str, batch: dict[str, int], work: Path, cache, log
                    ) -> list[JobFigures]:
     """MuseTalk's lipsync server with restore off, on the motion clip the Wav2Lip rows cached:
-    a first job at the first length (MuseTalk's presenter frames encoded), then warm."""
+    a first job at the longest length (MuseTalk's presenter frames encoded), then warm."""
     from talkinghead.services.lipsync import musetalk_weights
 
     if weights is None:
@@ -278,7 +280,7 @@ def _musetalk_rows(lengths: list[float], audios: dict[float, Path], weights: Pat
     rows = []
     with our_servers("neural", weights, device, batch, 1,
                      engines={"lipsync": "musetalk"}) as targets:
-        jobs = [("ours, first MuseTalk job, no restore", lengths[0])]
+        jobs = [("ours, first MuseTalk job, no restore", lengths[-1])]
         jobs += [(MUSETALK, seconds) for seconds in lengths]
         for label, seconds in jobs:
             began = time.perf_counter()
@@ -309,7 +311,11 @@ def notes(lengths: list[float], restore_replicas: int, batch: dict[str, int]) ->
             "90 s figures: each job's total fitted as fixed + per-frame seconds through its two "
             "measured totals (both shown). The seed's motion step takes no audio, so the second "
             "length reuses the first length's clip and seconds; ours cold at 90 s is the warm "
-            "fit plus cold − warm measured at the first length (the motion clip).")
+            "fit plus cold − warm measured at the longest length (the motion clip, and the "
+            "presenter caches of the motion frames it uses; a 90 s video uses all 125, so "
+            "this understates a first 90 s video by the other frames' masks and face "
+            "inputs). Ours cold runs first, at the longest length: a warm job then finds "
+            "every motion frame it uses already seen, as a presenter's next video does.")
     return lines
 
 
