@@ -136,7 +136,14 @@ def render(self, job_spec: dict) -> dict:
                     f"job exceeded its time limit of {float(soft):.0f} s (set from the audio "
                     f"length; see TALKINGHEAD_JOB_SECONDS_PER_AUDIO_SECOND)") from None
             log.warning("job cancelled after %.1f s; nothing written", elapsed)
-            raise Ignore() from None  # the state stays REVOKED, as the revoke set it
+            # The worker stored REVOKED when the revoke arrived, while this process could
+            # still be storing a progress update: stop the publisher, then store REVOKED
+            # again, so that no late PROGRESS is left as the job's last state.
+            if publisher is not None:
+                publisher.close(PROGRESS_CLOSE_S)
+            self.backend.mark_as_revoked(self.request.id, reason="cancelled",
+                                         request=self.request)
+            raise Ignore() from None
         except InputError as exc:
             log.warning("job refused: %s", exc)
             raise JobFailed(str(exc)) from None

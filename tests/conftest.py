@@ -101,6 +101,19 @@ def lite_stack(tmp_path_factory) -> LocalStack:
         yield stack
 
 
+@pytest.fixture(scope="session")
+def musetalk_weights(tmp_path_factory) -> Path:
+    """MuseTalk's official layout filled with the reference pack's deterministic weights (its
+    salt), written once per session: the UNet file alone is 3.4 GB. The reference tests and
+    the engine tests share it; each module loads the networks it needs once."""
+    from talkinghead.services.lipsync import musetalk_weights as mw
+    from tests.reference_pack import fixture, salt_of
+
+    root = tmp_path_factory.mktemp("musetalk-weights")
+    mw.write_deterministic_checkpoints(root, salt_of(fixture("musetalk/vae.npz")))
+    return root
+
+
 def redis_available(url: str = REDIS_URL) -> bool:
     host_port = url.split("//", 1)[1].split("/", 1)[0]
     host, port = host_port.split(":")
