@@ -141,8 +141,12 @@ def render(self, job_spec: dict) -> dict:
             # again, so that no late PROGRESS is left as the job's last state.
             if publisher is not None:
                 publisher.close(PROGRESS_CLOSE_S)
-            self.backend.mark_as_revoked(self.request.id, reason="cancelled",
-                                         request=self.request)
+            try:
+                self.backend.mark_as_revoked(self.request.id, reason="cancelled",
+                                             request=self.request)
+            except Exception as exc:  # noqa: BLE001 - the worker's own REVOKED may stand
+                log.warning("cancelled job's state not stored again (%s: %s)",
+                            type(exc).__name__, exc)
             raise Ignore() from None
         except InputError as exc:
             log.warning("job refused: %s", exc)
